@@ -1,0 +1,225 @@
+"""The training loop every day shares, and the bookkeeping around a run (several GPUs, metrics.json).
+
+    model, ema = fit(model, loss_fn, data.x, data.y, cfg, run, on_sample)
+
+`loss_fn(model, x0, y, generator) -> scalar` is the day's sentence; everything else (batches,
+LR, clipping, bf16, EMA, logs, checkpoints, resume, NaN guard, DDP) is here. Launch on several
+GPUs with `torchrun --nproc_per_node=N dayNN/code/train.py --preset gpu`.
+"""
+from __future__ import annotations
+
+import csv
+import datetime
+import functools
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from common.config import RunArgs, UserError, to_dict
+from common.training import (EMA, TrainConfig, describe, git_commit, load_checkpoint, lr_at, pick_device,
+                             save_checkpoint, step_generator)
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class Run:
+    """Where a run writes and what it records about itself."""
+    out: Path
+    device: torch.device
+    preset: str
+    dataset: str
+    resume: bool = False
+    train_seconds: float = 0.0     # filled in by fit(), summed over resumes
+
+    @classmethod
+    def from_args(cls, args: RunArgs, dataset: str) -> "Run":
+        return cls(args.out, setup_device(args.device), args.preset, dataset, args.resume)
+
+
+# --- several processes --------------------------------------------------------------------------------
+
+def rank_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def is_main() -> bool:
+    return rank_world()[0] == 0
+
+
+def setup_device(name: str) -> torch.device:
+    """Join the process group when launched by torchrun, then pick this process's device."""
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not dist.is_initialized():
+        backend = "nccl" if name != "cpu" and torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    return pick_device(name)
+
+
+@functools.lru_cache(maxsize=4)
+def _epoch_order(n: int, seed: int, epoch: int) -> Tensor:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
+
+
+def batch_indices(n: int, batch: int, seed: int, step: int, rank: int = 0, world: int = 1) -> Tensor:
+    """This process's share of the global batch at `step`: a fresh permutation each epoch."""
+    pos = torch.arange(step * batch, (step + 1) * batch)
+    idx = torch.cat([_epoch_order(n, seed, int(e))[pos[pos // n == e] % n] for e in torch.unique(pos // n)])
+    return idx.chunk(world)[rank]
+
+
+# --- the loop -----------------------------------------------------------------------------------------
+
+def fit(model: nn.Module, loss_fn: Callable, x: Tensor, y: Tensor | None, cfg: TrainConfig, run: Run,
+        on_sample: Callable[[nn.Module, int], None] | None = None) -> tuple[nn.Module, nn.Module]:
+    """Train `model` for cfg.steps on the in-memory data (x, y); returns (model, EMA model)."""
+    rank, world = rank_world()
+    if cfg.batch_size % world:
+        raise UserError(f"batch_size={cfg.batch_size} must be divisible by the {world} processes")
+    model.to(run.device)
+    ema = EMA(model, cfg.ema_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    ckpt_path = run.out / "checkpoint.pt"
+    start, elapsed = restore(ckpt_path, model, ema, opt, cfg) if run.resume else (0, 0.0)
+    net = DistributedDataParallel(model) if world > 1 else model
+    log = CsvLog(run.out / "train_log.csv", keep_until=start, enabled=rank == 0)
+    state = {"start": time.time(), "elapsed": elapsed}
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=rank != 0, desc="train")
+    for step in bar:
+        idx = batch_indices(len(x), cfg.batch_size, cfg.seed, step, rank, world)
+        x0 = x[idx].to(run.device)
+        yb = y[idx].to(run.device) if y is not None else None
+        loss, grad_norm = train_step(net, model, opt, loss_fn, x0, yb, step, cfg, run)
+        if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+            raise diverged(step, ckpt_path)
+        ema.update(model)
+        log.add(step + 1, loss=loss.item(), grad_norm=grad_norm.item(), lr=lr_at(step, cfg))
+        if rank == 0 and (step + 1) % cfg.log_every == 0:
+            bar.set_postfix(loss=f"{log.flush():.4f}")
+        if rank == 0 and on_sample and cfg.sample_every and (step + 1) % cfg.sample_every == 0:
+            on_sample(ema.model, step + 1)
+        if rank == 0 and ((step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps):
+            save_checkpoint(ckpt_path, payload(model, ema, opt, cfg, run, step + 1, state))
+    log.flush()
+    run.train_seconds = state["elapsed"] + time.time() - state["start"]
+    return model, ema.model
+
+
+def train_step(net, model, opt, loss_fn, x0, y, step, cfg, run) -> tuple[Tensor, Tensor]:
+    """One optimiser step: LR schedule, bf16 autocast forward, backward, clipping."""
+    for group in opt.param_groups:
+        group["lr"] = lr_at(step, cfg)
+    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+        loss = loss_fn(net, x0, y, step_generator(cfg.seed, step, rank_world()[0]))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+    if torch.isfinite(grad_norm):
+        opt.step()
+    return loss.detach().float(), grad_norm
+
+
+def diverged(step: int, ckpt_path: Path) -> UserError:
+    kept = (f"the last good checkpoint is {ckpt_path} (step {load_checkpoint(ckpt_path)['step']})"
+            if ckpt_path.is_file() else "no checkpoint was written yet")
+    return UserError(f"loss became NaN/inf at step {step + 1}; {kept}; lower --lr or --grad_clip and rerun")
+
+
+def payload(model, ema, opt, cfg, run, step, state) -> dict:
+    """A self-describing checkpoint: enough to rebuild the model and continue the run exactly."""
+    return {**describe(model), "config_class": type(cfg).__name__, "config": to_dict(cfg),
+            "dataset": run.dataset, "preset": run.preset, "step": step,
+            "elapsed_s": state["elapsed"] + time.time() - state["start"],
+            "model": model.state_dict(), "ema": ema.model.state_dict(), "ema_updates": ema.updates,
+            "optimizer": opt.state_dict(), "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def restore(path: Path, model, ema, opt, cfg) -> tuple[int, float]:
+    """Load a checkpoint into the live objects; refuse one made with another configuration."""
+    ckpt = load_checkpoint(path)
+    changed = [k for k, v in to_dict(cfg).items() if _plain(ckpt["config"].get(k)) != _plain(v)]
+    if changed:
+        raise UserError(f"{path} was made with other settings ({', '.join(changed)}); "
+                        "resume with the same preset and overrides, or use a new --out")
+    model.load_state_dict(ckpt["model"])
+    ema.model.load_state_dict(ckpt["ema"])
+    ema.updates = ckpt["ema_updates"]
+    opt.load_state_dict(ckpt["optimizer"])
+    torch.set_rng_state(ckpt["rng_cpu"])
+    if ckpt["rng_cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(ckpt["rng_cuda"])
+    return ckpt["step"], ckpt["elapsed_s"]
+
+
+def _plain(v):
+    return list(v) if isinstance(v, tuple) else v
+
+
+class CsvLog:
+    """Averages scalars over a logging interval and appends them to a CSV (step, loss, ...)."""
+
+    def __init__(self, path: Path, keep_until: int, enabled: bool = True):
+        self.path, self.enabled, self.rows = path, enabled, []
+        if enabled and path.is_file():  # drop rows logged after the checkpoint we resume from
+            with open(path) as f:
+                kept = [r for r in csv.DictReader(f) if int(r["step"]) <= keep_until]
+            self._write(kept, mode="w")
+        elif enabled and keep_until == 0 and path.exists():
+            path.unlink()
+
+    def add(self, step: int, **values: float) -> None:
+        self.rows.append({"step": step, **values})
+
+    def flush(self) -> float:
+        """Write the interval's mean as one row; return its mean loss."""
+        if not self.rows:
+            return float("nan")
+        row = {k: sum(r[k] for r in self.rows) / len(self.rows) for k in self.rows[0]}
+        row["step"] = self.rows[-1]["step"]
+        self.rows = []
+        if self.enabled:
+            self._write([row], mode="a")
+        return row["loss"]
+
+    def _write(self, rows: list[dict], mode: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        new = mode == "w" or not self.path.is_file()
+        with open(self.path, mode, newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["step", "loss", "grad_norm", "lr"])
+            if new:
+                writer.writeheader()
+            writer.writerows({k: r[k] for k in writer.fieldnames} for r in rows)
+
+
+# --- what a run reports -------------------------------------------------------------------------------
+
+def write_metrics(out: Path, metrics: dict, cfg, run: Run, wall_s: float) -> dict:
+    """Write OUT/metrics.json: the numbers plus what produced them (preset, device, data, commit)."""
+    record = {"preset": run.preset, "device": str(run.device), "device_name": device_name(run.device),
+              "dataset": run.dataset, "wall_time_s": round(wall_s, 1), "commit": git_commit(),
+              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "torch": torch.__version__, "threads": torch.get_num_threads(),
+              "config": to_dict(cfg), **metrics}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"

@@ -1,0 +1,211 @@
+"""Networks: time embeddings, a configurable U-Net for images and an MLP for 2-D points.
+
+References
+    Ronneberger et al. 2015, "U-Net" (arXiv:1505.04597); Ho et al. 2020 (DDPM's U-Net, Appendix B);
+    Dhariwal & Nichol 2021, "Diffusion Models Beat GANs" (ADM: scale-shift norm, arXiv:2105.05233);
+    Vaswani et al. 2017 (sinusoidal embeddings).
+
+Every network here is called as `model(x, t, y=None)` with t in [0, 1] of shape (B,).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Tensor = torch.Tensor
+
+
+def sinusoidal(t: Tensor, dim: int, scale: float = 1000.0) -> Tensor:
+    """(B,) times -> (B, dim) sin/cos features at geometric frequencies (Vaswani et al. §3.5)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10_000) * torch.arange(half, device=t.device) / half)
+    angles = scale * t.float()[:, None] * freqs[None]                 # (B, half)
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+class TimeEmbedding(nn.Module):
+    """t -> sinusoidal features -> 2-layer MLP, plus an optional class embedding (last index = "no class")."""
+
+    def __init__(self, dim: int, num_classes: int = 0):
+        super().__init__()
+        self.dim = dim
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.SiLU(), nn.Linear(4 * dim, 4 * dim))
+        self.classes = nn.Embedding(num_classes + 1, 4 * dim) if num_classes else None
+
+    def forward(self, t: Tensor, y: Tensor | None = None) -> Tensor:
+        emb = self.mlp(sinusoidal(t, self.dim))                         # (B, 4·dim)
+        if self.classes is not None:
+            null = self.classes.num_embeddings - 1
+            y = torch.full_like(t, null, dtype=torch.long) if y is None else y
+            emb = emb + self.classes(y)
+        return emb
+
+
+def norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(8, channels), channels)
+
+
+class ResBlock(nn.Module):
+    """GN-SiLU-conv, then GN modulated by the embedding as (1 + scale)·h + shift (ADM), SiLU-conv; + skip."""
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.conv1 = nn.Sequential(norm(c_in), nn.SiLU(), nn.Conv2d(c_in, c_out, 3, padding=1))
+        self.emb = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, 2 * c_out))
+        self.norm2 = norm(c_out)
+        self.conv2 = nn.Sequential(nn.SiLU(), nn.Dropout(dropout), nn.Conv2d(c_out, c_out, 3, padding=1))
+        nn.init.zeros_(self.conv2[-1].weight)  # each block starts as the identity
+        nn.init.zeros_(self.conv2[-1].bias)
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        h = self.conv1(x)
+        scale, shift = self.emb(emb)[:, :, None, None].chunk(2, dim=1)  # (B, C, 1, 1) each
+        h = self.conv2(self.norm2(h) * (1 + scale) + shift)
+        return self.skip(x) + h
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over the H·W positions, through F.scaled_dot_product_attention."""
+
+    def __init__(self, channels: int, heads: int = 4):
+        super().__init__()
+        self.heads = heads
+        self.norm = norm(channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.out = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: Tensor, emb: Tensor | None = None) -> Tensor:
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w).unbind(1)
+        q, k, v = (z.transpose(-1, -2) for z in (q, k, v))               # (B, heads, HW, C/heads)
+        y = F.scaled_dot_product_attention(q, k, v)
+        return x + self.out(y.transpose(-1, -2).reshape(b, c, h, w))
+
+
+@dataclass
+class UNetConfig:
+    in_channels: int = 1
+    channels: int = 32                       # width at full resolution
+    mults: tuple[int, ...] = (1, 2, 2)       # width multiplier per resolution; len - 1 downsamplings
+    n_res: int = 2                           # residual blocks per resolution on the way down
+    attn_res: tuple[int, ...] = (7,)         # spatial sizes that get self-attention
+    dropout: float = 0.0
+    num_classes: int = 0                     # 0: unconditional
+
+
+class UNet(nn.Module):
+    """The DDPM/ADM U-Net: residual blocks with time (and class) conditioning, attention at low resolution."""
+
+    def __init__(self, cfg: UNetConfig, image_size: int = 28):
+        super().__init__()
+        self.cfg = cfg
+        ch, emb_dim = cfg.channels, 4 * cfg.channels
+        self.embed = TimeEmbedding(ch, cfg.num_classes)
+        self.stem = nn.Conv2d(cfg.in_channels, ch, 3, padding=1)
+        self.down, skips, size = nn.ModuleList(), [ch], image_size
+        for level, mult in enumerate(cfg.mults):
+            for _ in range(cfg.n_res):
+                self.down.append(self._block(ch, cfg.channels * mult, emb_dim, size))
+                ch = cfg.channels * mult
+                skips.append(ch)
+            if level < len(cfg.mults) - 1:
+                self.down.append(Downsample(ch))
+                skips.append(ch)
+                size = (size + 1) // 2
+        self.mid = nn.ModuleList([ResBlock(ch, ch, emb_dim, cfg.dropout), Attention(ch),
+                                  ResBlock(ch, ch, emb_dim, cfg.dropout)])
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(cfg.mults))):
+            for _ in range(cfg.n_res + 1):
+                self.up.append(self._block(ch + skips.pop(), cfg.channels * mult, emb_dim, size))
+                ch = cfg.channels * mult
+            if level > 0:
+                size = size * 2
+                self.up.append(Upsample(ch))
+        self.head = nn.Sequential(norm(ch), nn.SiLU(), nn.Conv2d(ch, cfg.in_channels, 3, padding=1))
+
+    def _block(self, c_in: int, c_out: int, emb_dim: int, size: int) -> nn.Module:
+        block = ResBlock(c_in, c_out, emb_dim, self.cfg.dropout)
+        return Sequential2(block, Attention(c_out)) if size in self.cfg.attn_res else block
+
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        emb = self.embed(t, y)
+        h = self.stem(x)
+        hs = [h]
+        for layer in self.down:
+            h = layer(h, emb)
+            hs.append(h)
+        for layer in self.mid:
+            h = layer(h, emb)
+        for layer in self.up:
+            if isinstance(layer, Upsample):
+                h = layer(h, emb, size=hs[-1].shape[-2:])
+            else:
+                h = layer(torch.cat([h, hs.pop()], dim=1), emb)
+        return self.head(h)
+
+
+class Sequential2(nn.Sequential):
+    """nn.Sequential whose layers all take (x, emb)."""
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        for layer in self:
+            x = layer(x, emb)
+        return x
+
+
+class Downsample(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: Tensor, emb: Tensor | None = None) -> Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor, emb: Tensor | None = None, size=None) -> Tensor:
+        return self.conv(F.interpolate(x, size=size, mode="nearest"))
+
+
+@dataclass
+class MLPConfig:
+    dim: int = 2
+    hidden: int = 128
+    layers: int = 3
+    num_classes: int = 0
+
+
+class MLP(nn.Module):
+    """Residual MLP for low-dimensional points, conditioned on t by addition of its embedding."""
+
+    def __init__(self, cfg: MLPConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = TimeEmbedding(cfg.hidden // 4, cfg.num_classes)   # -> (B, hidden)
+        self.inp = nn.Linear(cfg.dim, cfg.hidden)
+        self.blocks = nn.ModuleList(nn.Sequential(nn.SiLU(), nn.Linear(cfg.hidden, cfg.hidden))
+                                    for _ in range(cfg.layers))
+        self.out = nn.Sequential(nn.SiLU(), nn.Linear(cfg.hidden, cfg.dim))
+
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        emb = self.embed(t, y)
+        h = self.inp(x)
+        for block in self.blocks:
+            h = h + block(h + emb)
+        return self.out(h)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

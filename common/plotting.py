@@ -1,0 +1,234 @@
+"""Figures every day makes: image grids and GIFs, curves, 2-D scatter, trajectories, vector fields.
+
+Images come in as the models see them, (N, C, H, W) or (C, H, W) tensors in [-1, 1] with C = 1 or
+3, and are mapped to pixels by u = round((clamp(x, -1, 1) + 1) * 127.5), the inverse of the
+loaders' x = u / 127.5 - 1 (common/data.py). Grids are drawn with PIL (exact pixels, nearest-
+neighbour upscaling); everything with axes or text uses matplotlib's file-only Agg backend.
+Every function writes one small file (PNGs of a few tens of kB) and creates its parent folder.
+
+2-D plots share one square window [-lim, lim]^2, matching the toys of common/toy2d.py.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Callable, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # write files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402  (must follow the backend choice)
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from common.config import UserError  # noqa: E402
+
+PAD_VALUE = 255  # grid separators are white: they stand out against MNIST's black background
+GIF_HOLD_MS = 1000  # the last GIF frame (the final sample) stays up at least this long
+DPI = 100
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] floats -> uint8 pixels, same shape (values outside [-1, 1] are clamped)."""
+    x = x.detach().float().cpu().clamp(-1, 1)
+    return torch.round((x + 1) * 127.5).to(torch.uint8)
+
+
+def image_grid(x: torch.Tensor, nrow: int | None = None, pad: int = 2) -> np.ndarray:
+    """Tile (N, C, H, W) images in [-1, 1] into one (H', W', 3) uint8 array.
+
+    `nrow` images per row (torchvision's convention), default ceil(sqrt(N)); `pad` pixels of
+    PAD_VALUE around and between images, so image i's top-left pixel sits at
+    (pad + (i // nrow) * (H + pad), pad + (i % nrow) * (W + pad)).
+    """
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"expected (N, 1 or 3, H, W) images, got shape {tuple(x.shape)}")
+    n, _, h, w = x.shape
+    ncol = nrow or math.ceil(math.sqrt(n))
+    nrows = math.ceil(n / ncol)
+    pixels = to_uint8(x).expand(n, 3, h, w).permute(0, 2, 3, 1).numpy()  # (N, H, W, 3); grey -> RGB
+    grid = np.full((pad + nrows * (h + pad), pad + ncol * (w + pad), 3), PAD_VALUE, dtype=np.uint8)
+    for i, image in enumerate(pixels):
+        top, left = pad + (i // ncol) * (h + pad), pad + (i % ncol) * (w + pad)
+        grid[top : top + h, left : left + w] = image
+    return grid
+
+
+def _grid_image(x: torch.Tensor, nrow: int | None, scale: int) -> Image.Image:
+    grid = Image.fromarray(image_grid(x, nrow))
+    return grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST)
+
+
+def _prepare(path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def save_grid(x: torch.Tensor, path, nrow: int | None = None, scale: int = 2) -> None:
+    """Save image_grid(x) as a PNG, each pixel upscaled to scale x scale (nearest neighbour)."""
+    _grid_image(x, nrow, scale).save(_prepare(path))
+
+
+def save_gif(
+    frames: list[torch.Tensor], path, nrow: int | None = None, duration_ms: int = 80, scale: int = 2
+) -> None:
+    """Save an animated GIF, one grid per frame (each (N, C, H, W)); the last frame is held longer.
+
+    GIF stores at most 256 colours per frame, so colour images are quantised; fine for a preview.
+    """
+    images = [_grid_image(frame, nrow, scale) for frame in frames]
+    durations = [duration_ms] * (len(images) - 1) + [max(duration_ms, GIF_HOLD_MS)]
+    images[0].save(
+        _prepare(path), save_all=True, append_images=images[1:], duration=durations, loop=0
+    )
+
+
+def _save_figure(fig, path) -> None:
+    fig.savefig(_prepare(path), dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_curves(
+    curves: dict[str, tuple[Sequence[float], Sequence[float]]],
+    path,
+    xlabel: str = "",
+    ylabel: str = "",
+    title: str = "",
+    logy: bool = False,
+    logx: bool = False,
+) -> None:
+    """One line per entry {label: (xs, ys)}, with a legend."""
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for label, (xs, ys) in curves.items():
+        ax.plot(list(xs), list(ys), label=label, marker="o" if len(xs) < 20 else None, ms=3)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.set_xscale("log" if logx else "linear")
+    ax.set_yscale("log" if logy else "linear")
+    ax.grid(alpha=0.3)
+    if curves:
+        ax.legend()
+    _save_figure(fig, path)
+
+
+def _read_loss_csv(csv_path) -> tuple[np.ndarray, np.ndarray]:
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "step" not in rows[0] or "loss" not in rows[0]:
+        raise UserError(f"{csv_path} has no rows with 'step' and 'loss' columns; is it a training log?")
+    steps = np.array([float(r["step"]) for r in rows])
+    losses = np.array([float(r["loss"]) for r in rows])
+    return steps, losses
+
+
+def plot_loss_csv(csv_path, path, smooth: int = 50) -> None:
+    """Plot a training log (CSV with columns step, loss, ...): raw loss faint, moving average bold.
+
+    The y axis is logarithmic when every loss is positive (diffusion losses fall over decades).
+    """
+    steps, losses = _read_loss_csv(csv_path)
+    window = max(1, min(smooth, len(losses)))
+    average = np.convolve(losses, np.ones(window) / window, mode="valid")  # (len - window + 1,)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(steps, losses, color="tab:blue", alpha=0.25, lw=0.8, label="loss")
+    ax.plot(steps[window - 1 :], average, color="tab:blue", lw=1.8, label=f"moving average ({window})")
+    ax.set(xlabel="step", ylabel="loss", title=Path(csv_path).parent.name)
+    if losses.min() > 0:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _save_figure(fig, path)
+
+
+def _square_axes(lim: float, title: str):
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.set(xlim=(-lim, lim), ylim=(-lim, lim), title=title, aspect="equal")
+    return fig, ax
+
+
+def _np(points: torch.Tensor) -> np.ndarray:
+    return points.detach().float().cpu().numpy()
+
+
+def scatter2d(sets: dict[str, torch.Tensor], path, lim: float = 3.5, title: str = "") -> None:
+    """Overlay several (n, 2) point clouds, one colour and legend entry each."""
+    fig, ax = _square_axes(lim, title)
+    for label, points in sets.items():
+        p = _np(points)
+        ax.scatter(p[:, 0], p[:, 1], s=2, alpha=0.5, label=label, rasterized=True)
+    if sets:
+        ax.legend(markerscale=4, loc="upper right")
+    _save_figure(fig, path)
+
+
+def trajectories2d(
+    states: list[torch.Tensor], path, n_show: int = 64, lim: float = 3.5, title: str = ""
+) -> None:
+    """Sampler paths: all start and end points, and the paths of the first n_show particles.
+
+    `states` is the list a sampler yields, each (n, 2): states[0] the start (noise), states[-1] the end.
+    """
+    path_xy = torch.stack([s.detach() for s in states]).float().cpu().numpy()  # (T, n, 2)
+    fig, ax = _square_axes(lim, title)
+    ax.plot(path_xy[:, :n_show, 0], path_xy[:, :n_show, 1], color="grey", lw=0.6, alpha=0.5)
+    ax.scatter(*path_xy[0].T, s=2, color="tab:blue", alpha=0.4, label="start", rasterized=True)
+    ax.scatter(*path_xy[-1].T, s=2, color="tab:red", alpha=0.6, label="end", rasterized=True)
+    ax.legend(markerscale=4, loc="upper right")
+    _save_figure(fig, path)
+
+
+def vector_field(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    path,
+    lim: float = 3.5,
+    n: int = 20,
+    title: str = "",
+    background: torch.Tensor | None = None,
+) -> None:
+    """Quiver plot of fn on an n x n grid over [-lim, lim]^2 (fn gets an (n*n, 2) float32 CPU tensor).
+
+    `background`, if given, is an (m, 2) sample drawn faintly behind the arrows (e.g. the data).
+    """
+    ticks = torch.linspace(-lim, lim, n)
+    grid = torch.cartesian_prod(ticks, ticks)  # (n*n, 2), rows (x, y)
+    with torch.no_grad():
+        v = _np(fn(grid))  # (n*n, 2)
+    fig, ax = _square_axes(lim, title)
+    if background is not None:
+        b = _np(background)
+        ax.scatter(b[:, 0], b[:, 1], s=2, color="tab:orange", alpha=0.3, rasterized=True)
+    g = grid.numpy()
+    ax.quiver(g[:, 0], g[:, 1], v[:, 0], v[:, 1], np.hypot(v[:, 0], v[:, 1]), cmap="viridis")
+    _save_figure(fig, path)
+
+
+def panel(
+    images: list[list[torch.Tensor]],
+    path,
+    row_labels: Sequence[str] | None = None,
+    col_labels: Sequence[str] | None = None,
+    scale: int = 2,
+) -> None:
+    """A labelled table of single images (each (C, H, W) in [-1, 1]), e.g. rows 'forward' and
+    'reverse', columns t = 0, 0.25, ..., 1. Rows may differ in length."""
+    nrows, ncols = len(images), max(len(row) for row in images)
+    h, w = images[0][0].shape[-2:]
+    cell = max(0.8, scale * max(h, w) / DPI)  # inches per image
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * cell + 0.8, nrows * cell + 0.3), squeeze=False)
+    for r, c in np.ndindex(nrows, ncols):
+        ax = axes[r, c]
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if c >= len(images[r]):
+            ax.set_axis_off()
+            continue
+        pixels = to_uint8(images[r][c]).permute(1, 2, 0).numpy()  # (H, W, C)
+        ax.imshow(pixels[..., 0] if pixels.shape[-1] == 1 else pixels, cmap="gray", vmin=0, vmax=255)
+        if r == 0 and col_labels is not None:
+            ax.set_title(col_labels[c], fontsize=8)
+        if c == 0 and row_labels is not None:
+            ax.set_ylabel(row_labels[r], fontsize=8)
+    _save_figure(fig, path)
