@@ -122,7 +122,7 @@ def kl_prior(schedule: Schedule, x0: Tensor) -> Tensor:
 
 
 # --- parameterisations: what the network predicts -----------------------------------------------------
-# Each adapter maps (network output, x_t, alpha_t, sigma_t) to one canonical quantity; alpha² + sigma² = 1.
+# Each adapter is f(x_t, prediction, alpha_t, sigma_t) -> one canonical quantity; alpha² + sigma² = 1.
 
 def x0_from_eps(xt, eps, alpha, sigma):
     return (xt - sigma * eps) / alpha
@@ -145,7 +145,7 @@ def eps_from_v(xt, v, alpha, sigma):
     return sigma * xt + alpha * v
 
 
-EPS_FROM = {"eps": lambda out, xt, a, s: out, "x0": eps_from_x0, "v": eps_from_v}
+EPS_FROM = {"eps": lambda xt, out, a, s: out, "x0": eps_from_x0, "v": eps_from_v}
 TARGET = {"eps": lambda x0, eps, a, s: eps, "x0": lambda x0, eps, a, s: x0, "v": v_from}
 
 
@@ -156,7 +156,7 @@ def eps_model(model: Callable, prediction: str, schedule: Schedule) -> Callable:
 
     def predict_eps(xt: Tensor, t: Tensor, **cond) -> Tensor:
         alpha, sigma = schedule.alpha_sigma(t, xt)
-        return EPS_FROM[prediction](model(xt, t.to(xt), **cond), xt, alpha, sigma)
+        return EPS_FROM[prediction](xt, model(xt, t.to(xt), **cond), alpha, sigma)
     return predict_eps
 
 
@@ -185,6 +185,8 @@ def ddpm(eps_fn: Callable, x: Tensor, ts: Tensor, schedule: Schedule, variance: 
     variance: "posterior" uses σ² = β̃ (Ho's lower bound), "beta" uses σ² = β_{t|s} (the upper one).
     With a respaced grid this is the sampler of §4 of Nichol & Dhariwal.
     """
+    if variance not in ("posterior", "beta"):
+        raise UserError(f"unknown variance '{variance}'; choose posterior or beta")
     for t, s in zip(ts[:-1], ts[1:]):
         ab_t, ab_s = schedule.alpha_bar_at(t).to(x), schedule.alpha_bar_at(s).to(x)
         eps = eps_fn(x, t.expand(len(x)), **cond)
