@@ -113,6 +113,9 @@ def fit(model: nn.Module, loss_fn: Callable, x: Tensor, y: Tensor | None, cfg: T
             on_sample(ema.model, step + 1)
         if rank == 0 and ((step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps):
             save_checkpoint(ckpt_path, payload(model, ema, opt, cfg, run, step + 1, state))
+        if rank == 0 and cfg.keep_every and (step + 1) % cfg.keep_every == 0:
+            save_checkpoint(run.out / f"checkpoint_step{step + 1:06d}.pt",
+                            payload(model, ema, opt, cfg, run, step + 1, state))
     log.flush()
     run.train_seconds = state["elapsed"] + time.time() - state["start"]
     return model, ema.model

@@ -44,6 +44,7 @@ class TrainConfig:
     log_every: int = 50
     sample_every: int = 1000       # periodic sample grid (0: never)
     ckpt_every: int = 500
+    keep_every: int = 0            # also keep checkpoint_step{N}.pt every N steps (0: never)
     seed: int = 0
 
 

@@ -188,3 +188,10 @@ def test_bad_overrides_are_one_line_errors(bad, message, capsys):
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
 
+
+
+def test_milestone_checkpoints_are_kept(tmp_path):
+    train(tmp_path, config(steps=4, keep_every=2))
+    kept = sorted(p.name for p in tmp_path.glob("checkpoint_step*.pt"))
+    assert kept == ["checkpoint_step000002.pt", "checkpoint_step000004.pt"]
+    assert load_checkpoint(tmp_path / kept[0])["step"] == 2
