@@ -1,0 +1,44 @@
+"""Day 6: the smoke run end to end, and the command line's failure modes."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "day06" / "code" / "train.py"
+
+
+def run(*args, check=True):
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, check=check)
+
+
+def test_smoke_run_trains_samples_and_scores(tmp_path):
+    run("--preset", "smoke", "--out", str(tmp_path))
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["preset"] == "smoke" and m["dataset"].startswith("mnist")
+    for key in ("fid", "fid_floor", "fid_ci95", "confident_frac", "class_entropy", "nn_distance_samples_median",
+                "train_images_per_s", "sample_seconds_per_image", "loss_per_t", "criteria"):
+        assert key in m, key
+    assert np.isfinite(m["fid"]) and m["fid_ci95"][0] <= m["fid"] <= m["fid_ci95"][1]
+    arr = np.load(tmp_path / "samples.npz")["arr_0"]
+    assert arr.shape == (m["config"]["n_samples"], 28, 28, 1) and arr.dtype == np.uint8
+    for name in ("samples.png", "sampling.gif", "loss.png", "loss_per_t.png", "nearest_neighbours.png"):
+        assert (tmp_path / name).stat().st_size < 1_000_000, name
+    # a finished run resumes to the same end without training again
+    again = run("--preset", "smoke", "--out", str(tmp_path), "--resume")
+    assert json.loads((tmp_path / "metrics.json").read_text())["train_seconds"] >= m["train_seconds"]
+    assert again.returncode == 0
+
+
+def test_command_line_mistakes_are_one_line_errors(tmp_path):
+    for args, message in [(["--stepz=3"], "unknown config key 'stepz'"),
+                          (["--steps=lots"], "expected int"),
+                          (["--dataset=imagenet", "--preset", "smoke"], "unknown dataset 'imagenet'"),
+                          (["--resume", "--out", str(tmp_path / "none")], "no checkpoint")]:
+        out = run(*args, check=False)
+        assert out.returncode == 2, args
+        last = out.stderr.strip().splitlines()[-1]
+        assert last.startswith("error:") and message in last and "Traceback" not in out.stderr, out.stderr
