@@ -62,7 +62,7 @@ class Schedule:
 
     def index(self, t: Tensor | float) -> Tensor:
         """The integer step i = round(t · T) of a time t."""
-        return torch.round(torch.as_tensor(t, dtype=torch.float64) * self.n_steps).long()
+        return torch.round(torch.as_tensor(t).cpu().double() * self.n_steps).long()  # the table lives on the CPU
 
     def alpha_bar_at(self, t: Tensor | float) -> Tensor:
         return self.alpha_bar[self.index(t)]
