@@ -40,14 +40,37 @@ WEEKS = [("Week 1 — Foundations", range(1, 8)), ("Week 2 — Core", range(8, 1
          ("Week 5 — Multimodal & project", range(29, 31))]
 
 
-def headline(m: dict) -> str:
-    """The one number a day is judged by, named; days choose it with a `headline` key in metrics.json."""
+def _at(rows: list[dict], **match) -> dict:
+    return next(r for r in rows if all(r[k] == v for k, v in match.items()))
+
+
+def _fid(m: dict) -> str:
+    return f"FID {m['fid']:.2f} (floor {m['fid_floor']:.2f}, n={m['n']}), {m['confident_frac']:.0%} confident"
+
+
+# The one number each day is judged by, read from its metrics.json (a day may also write a `headline` key).
+HEADLINES = {
+    1: lambda m: "Wiener PSNR {psnr_wiener:.1f} dB vs noisy {psnr_nothing:.1f} dB at σ=1".format(
+        **_at(m["denoisers"], sigma=1.0)),
+    4: lambda m: "half the signal power gone at t = {:.2f} (linear) / {:.2f} (cosine)".format(
+        m["schedules"]["linear"]["half_power_t"], m["schedules"]["cosine"]["half_power_t"]),
+    2: lambda m: "U-Net DAE iterated from noise: FID {fid:.1f} (floor {fid_floor:.2f}), {confident_frac:.0%} confident".format(
+        **m["iterated"]["unet-range"][max(m["iterated"]["unet-range"], key=int)]),
+    5: lambda m: "exact denoiser copies training digits: NN distance {:.1f} (test digits {:.1f})".format(
+        m["nn_to_subset"]["exact_samples_median"], m["nn_to_subset"]["test_images_median"]),
+    6: _fid,
+}
+
+
+def headline(day: int, m: dict) -> str:
+    if day in HEADLINES:
+        return HEADLINES[day](m)
     if "headline" in m:
         h = m["headline"]
-        return f"{h['name']} {h['value']}"
+        return h if isinstance(h, str) else f"{h['name']} {h['value']}"
     if "fid" in m:
-        return f"FID {m['fid']:.2f} (floor {m['fid_floor']:.2f}, n={m['n']})"
-    return "see results"
+        return _fid(m)
+    return "see the day's README"
 
 
 def row(day: int, ticked: bool) -> str:
@@ -59,7 +82,7 @@ def row(day: int, ticked: bool) -> str:
         return f"| {day} | {link} | {paper} | planned | — | — | {box} |"
     m = json.loads(path.read_text())
     minutes = f"{m['wall_time_s'] / 60:.1f} min"
-    return f"| {day} | {link} | {paper} | implemented | {minutes} | {headline(m)} | {box} |"
+    return f"| {day} | {link} | {paper} | implemented | {minutes} | {headline(day, m)} | {box} |"
 
 
 def table(old: str) -> str:
