@@ -1,0 +1,85 @@
+"""Day 02: the ideal denoiser is Tweedie's posterior mean, the radial spectrum is right on waves and
+white noise, and the smoke run writes every result it promises."""
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "day02" / "code"))
+import dae  # noqa: E402  (day folders are not packages)
+
+
+def test_ideal_denoiser_is_tweedies_formula():
+    """softmax-weighted data average == xt + σ² ∇ log p_σ(xt), the gradient taken by autograd."""
+    g = torch.Generator().manual_seed(0)
+    data = torch.randn(7, 1, 2, 3, generator=g, dtype=torch.float64)
+    xt = torch.randn(5, 1, 2, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    sigma = 0.8
+    sq_dist = (xt.flatten(1)[:, None] - data.flatten(1)[None]).pow(2).sum(-1)   # (5, 7)
+    log_p = torch.logsumexp(-sq_dist / (2 * sigma**2), dim=1)  # log p_σ up to a constant
+    (score,) = torch.autograd.grad(log_p.sum(), xt)
+    tweedie = (xt + sigma**2 * score).detach()
+    assert torch.allclose(dae.ideal_denoiser(xt.detach(), data, sigma), tweedie, atol=1e-12)
+    # Small σ: the posterior puts all its mass on the nearest data point.
+    nearest = data[sq_dist.argmin(dim=1)]
+    assert torch.allclose(dae.ideal_denoiser(xt.detach(), data, 1e-3), nearest, atol=1e-9)
+
+
+def test_radial_spectrum_of_a_plane_wave():
+    """cos(2π (3y + 4x) / 28) puts all its power, mean square 1/2, on the ring of radius 5."""
+    h = 28
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(h, dtype=torch.float64), indexing="ij")
+    wave = torch.cos(2 * math.pi * (3 * yy + 4 * xx) / h)[None, None]
+    radii, power = dae.radial_power_spectrum(wave)
+    folded = [min(k, h - k) for k in range(h)]
+    ring5 = sum(round(math.hypot(a, b)) == 5 for a in folded for b in folded)
+    assert radii.tolist() == list(range(15))
+    assert torch.allclose(power[radii != 5], torch.zeros(14, dtype=torch.float64), atol=1e-20)
+    assert math.isclose(float(power[5]) * ring5 / h**2, 0.5, rel_tol=1e-12)  # Parseval
+
+
+def test_radial_spectrum_of_white_noise_is_flat():
+    g = torch.Generator().manual_seed(1)
+    noise = 0.7 * torch.randn(2000, 1, 28, 28, generator=g)
+    _, power = dae.radial_power_spectrum(noise)
+    assert torch.allclose(power, torch.full_like(power, 0.49), rtol=0.1)
+
+
+def test_corruption_and_iteration():
+    g = torch.Generator().manual_seed(2)
+    sigma = dae.sample_sigma(500, 0.1, 1.0, g)
+    assert 0.1 <= sigma.min() and sigma.max() <= 1.0 and abs(float(sigma.mean()) - 0.55) < 0.05
+    xt = dae.corrupt(torch.zeros(500, 1, 28, 28), sigma, g)
+    assert torch.allclose(xt.flatten(1).std(dim=1), sigma, rtol=0.1)  # 784 draws per image
+    states = list(dae.iterate(lambda x: x / 2, torch.ones(3), k=3))
+    assert [float(s[0]) for s in states] == [1.0, 0.5, 0.25, 0.125]
+
+
+def test_smoke_run(tmp_path):
+    subprocess.run([sys.executable, "day02/code/train.py", "--preset", "smoke", "--out", str(tmp_path)],
+                   cwd=ROOT, timeout=120, check=True)
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    sigmas = [f"{s:g}" for s in m["config"]["test_sigmas"]]
+    rows = ["noisy", "conv-fixed", "conv-range", "unet-fixed", "unet-range", "ideal"]
+    for metric in ("psnr_db", "ssim"):
+        assert list(m[metric]) == rows
+        assert all(list(m[metric][r]) == sigmas and np.isfinite(list(m[metric][r].values())).all() for r in rows)
+    for s in sigmas:  # the noisy input's PSNR is 20 log10(2 / σ) up to sampling noise
+        assert abs(m["psnr_db"]["noisy"][s] - 20 * math.log10(2 / float(s))) < 0.2
+    assert set(m["hf_power_ratio"]) == set(rows)
+    assert set(m["iterated"]) == {"conv-range", "unet-range"}
+    for scores in m["iterated"].values():
+        assert list(scores) == [str(k) for k in m["config"]["iterations"]]
+        assert all(np.isfinite(s["fid"]) and 0 <= s["class_entropy"] <= math.log(10) + 1e-4 for s in scores.values())
+    assert m["samples"]["n"] == m["config"]["n_samples"] and np.isfinite(m["samples"]["fid_floor"])
+    with np.load(tmp_path / "samples.npz") as f:
+        assert f["arr_0"].shape == (m["config"]["n_samples"], 28, 28, 1) and f["arr_0"].dtype == np.uint8
+    for name in ("losses.png", "psnr_vs_sigma.png", "ssim_vs_sigma.png", "reconstructions.png", "sigma_sweep.png",
+                 "spectrum.png", "collapse.png", "iterated_unet-range.png", "iterated_unet-range.gif"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    assert (tmp_path / "unet-range" / "checkpoint.pt").is_file()
