@@ -1,0 +1,236 @@
+"""Training throughput of our U-Net against diffusers' UNet2DModel of the same size, in one run.
+
+One training step is what every day does: forward, MSE to the noise, backward, AdamW step, on the
+same (B, 1, 28, 28) batch for both networks. Both are built from one description (day 6's cpu shape:
+widths 32·(1, 2, 2), 2 residual blocks per level, attention at 7×7); diffusers' width is searched so
+its parameter count lands within 10 % of ours. Measurements alternate ours, diffusers, ours, ... after
+untimed warm-up steps, so a neighbour's load hits both alike, and each number is the median over
+repeats, once in fp32 and once under bf16 autocast.
+
+    python bench/unet_throughput.py [--quick] [--profile] [--out DIR] [--key=value ...]
+
+References: Ho et al. 2020 (arXiv:2006.11239), the network and objective; diffusers' UNet2DModel
+(github.com/huggingface/diffusers, src/diffusers/models/unets/unet_2d.py).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import diffusers
+import torch
+import torch.nn.functional as F
+from diffusers import UNet2DModel
+from torch import nn
+
+from common.config import UserError, apply_overrides, cli, to_dict
+from common.nets import UNet, UNetConfig, count_params
+from common.training import git_commit, pick_device
+
+BENCH = Path(__file__).resolve().parent
+T_TRAIN = 1000  # diffusers' networks take integer timesteps 0..999; ours take t = i / 1000 in [0, 1]
+
+
+@dataclass
+class Config:
+    channels: int = 32                       # our U-Net: day 6's cpu shape
+    mults: tuple[int, ...] = (1, 2, 2)
+    n_res: int = 2
+    attn_res: tuple[int, ...] = (7,)
+    image_size: int = 28
+    batch_size: int = 64
+    warmup: int = 2                          # untimed steps per network and precision
+    repeats: int = 5                         # timed blocks per network and precision; the median is reported
+    steps: int = 3                           # training steps per timed block
+    precisions: tuple[str, ...] = ("fp32", "bf16")
+    threads: int = 0                         # torch intra-op threads (0: torch's default)
+    device: str = "cpu"
+    seed: int = 0
+
+
+DEFAULT = Config()
+QUICK = Config(channels=16, n_res=1, batch_size=8, warmup=1, repeats=2, steps=1, threads=1)
+
+
+# --- the two networks ---------------------------------------------------------------------------------
+
+def diffusers_unet(ucfg: UNetConfig, width: int, image_size: int) -> UNet2DModel:
+    """diffusers' UNet2DModel laid out like our UNet(ucfg), with base width `width`.
+
+    Same levels (widths width·mults), blocks per level, attention at the same resolutions (in the
+    mid block too), 4 heads at the lowest level and 8 groups per GroupNorm as in common/nets.py.
+    """
+    sizes = [-(-image_size // 2 ** level) for level in range(len(ucfg.mults))]   # 28, 14, 7
+    attn = [size in ucfg.attn_res for size in sizes]
+    return UNet2DModel(
+        sample_size=image_size, in_channels=ucfg.in_channels, out_channels=ucfg.in_channels,
+        block_out_channels=tuple(width * m for m in ucfg.mults), layers_per_block=ucfg.n_res,
+        down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attn),
+        up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn)),
+        norm_num_groups=8, attention_head_dim=width * ucfg.mults[-1] // 4)
+
+
+def matched_diffusers_unet(ucfg: UNetConfig, image_size: int) -> tuple[UNet2DModel, dict[int, int]]:
+    """The diffusers U-Net whose parameter count is closest to ours, and every width tried -> params."""
+    target = count_params(UNet(ucfg, image_size))
+    widths = range(max(8, ucfg.channels // 16 * 8), 3 * ucfg.channels // 2 + 1, 8)   # multiples of the 8 groups
+    tried = {w: count_params(diffusers_unet(ucfg, w, image_size)) for w in widths}
+    width = min(tried, key=lambda w: abs(tried[w] - target))
+    if abs(tried[width] / target - 1) > 0.10:
+        raise UserError(f"no diffusers width within 10 % of our {target:,} parameters (tried {tried})")
+    return diffusers_unet(ucfg, width, image_size), tried
+
+
+def forward(name: str, model: nn.Module, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Both networks called alike: ours on t in [0, 1], diffusers' on the integer step round(999·t)."""
+    if name == "ours":
+        return model(xt, t)
+    return model(xt, (t * (T_TRAIN - 1)).round().long()).sample
+
+
+# --- timing -------------------------------------------------------------------------------------------
+
+def train_steps(name, model, opt, batch, steps: int, bf16: bool) -> None:
+    """`steps` optimiser steps on one fixed batch: forward + eps-MSE + backward + AdamW."""
+    xt, t, eps = batch
+    for _ in range(steps):
+        with torch.autocast(xt.device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = forward(name, model, xt, t)
+        loss = F.mse_loss(out.float(), eps)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+
+def images_per_second(name, model, opt, batch, cfg: Config, bf16: bool) -> float:
+    sync = torch.cuda.synchronize if batch[0].is_cuda else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    train_steps(name, model, opt, batch, cfg.steps, bf16)
+    sync()
+    return cfg.steps * cfg.batch_size / (time.perf_counter() - start)
+
+
+def measure(models: dict[str, nn.Module], batch, cfg: Config) -> dict:
+    """Median images/s per network and precision, timed blocks interleaved ABAB..."""
+    opts = {name: torch.optim.AdamW(m.parameters(), lr=1e-4) for name, m in models.items()}
+    results = {}
+    for precision in cfg.precisions:
+        bf16 = precision == "bf16"
+        for name, model in models.items():
+            train_steps(name, model, opts[name], batch, cfg.warmup, bf16)
+        runs = {name: [] for name in models}
+        for _ in range(cfg.repeats):
+            for name, model in models.items():
+                runs[name].append(images_per_second(name, model, opts[name], batch, cfg, bf16))
+        median = {name: statistics.median(r) for name, r in runs.items()}
+        results[precision] = {"ours_img_s": round(median["ours"], 1), "diffusers_img_s": round(median["diffusers"], 1),
+                              "ratio_ours_over_diffusers": round(median["ours"] / median["diffusers"], 3),
+                              "ours_repeats": [round(v, 1) for v in runs["ours"]],
+                              "diffusers_repeats": [round(v, 1) for v in runs["diffusers"]]}
+    return results
+
+
+def profile(models: dict[str, nn.Module], batch, cfg: Config, rows: int = 12) -> None:
+    """Print where one training step of each network spends its time (torch.profiler, self CPU time)."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+    for precision in cfg.precisions:
+        for name, model in models.items():
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+            train_steps(name, model, opt, batch, 1, precision == "bf16")
+            with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+                train_steps(name, model, opt, batch, 1, precision == "bf16")
+            print(f"\n--- {name}, {precision}: one training step, top ops by self CPU time")
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
+
+
+# --- the machine --------------------------------------------------------------------------------------
+
+def cpu_model() -> str:
+    """The CPU's marketing name from /proc/cpuinfo (platform.processor() is empty on Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine(device: torch.device) -> dict:
+    """What produced a timing: versions, threads, CPU (and GPU), commit, date."""
+    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "commit": git_commit(), "torch": torch.__version__, "diffusers": diffusers.__version__,
+            "threads": torch.get_num_threads(), "cpu": f"{cpu_model()} ({os.cpu_count()} cores)",
+            "device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
+
+
+def load_average() -> float:
+    """1-minute load average: above the core count, other processes were competing for the CPU."""
+    return round(os.getloadavg()[0], 2)
+
+
+# --- main ---------------------------------------------------------------------------------------------
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     epilog=f"config keys (--key=value): {', '.join(to_dict(DEFAULT))}")
+    parser.add_argument("--quick", action="store_true", help="tiny networks and batch: seconds (tests)")
+    parser.add_argument("--profile", action="store_true", help="also print a torch.profiler table per network")
+    parser.add_argument("--out", type=Path, default=BENCH / "results", help="folder for unet_throughput.json")
+    args, rest = parser.parse_known_args(argv)
+    cfg = apply_overrides(QUICK if args.quick else DEFAULT, rest)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if set(cfg.precisions) - {"fp32", "bf16"}:
+        raise UserError(f"precisions={','.join(cfg.precisions)}: choose among fp32, bf16")
+    device = pick_device(cfg.device)
+    load_start = load_average()
+
+    # --- build both networks from one description, then one shared batch
+    ucfg = UNetConfig(in_channels=1, channels=cfg.channels, mults=cfg.mults, n_res=cfg.n_res, attn_res=cfg.attn_res)
+    torch.manual_seed(cfg.seed)
+    theirs, tried = matched_diffusers_unet(ucfg, cfg.image_size)
+    models = {"ours": UNet(ucfg, cfg.image_size).to(device), "diffusers": theirs.to(device)}
+    params = {name: count_params(m) for name, m in models.items()}
+    width = theirs.config.block_out_channels[0]
+    print(f"ours      common.nets.UNet        {params['ours']:>10,} parameters")
+    print(f"diffusers UNet2DModel width {width:<4}  {params['diffusers']:>10,} parameters "
+          f"({params['diffusers'] / params['ours'] - 1:+.1%}); widths tried: {tried}")
+    g = torch.Generator().manual_seed(cfg.seed)
+    shape = (cfg.batch_size, 1, cfg.image_size, cfg.image_size)
+    batch = tuple(z.to(device) for z in (torch.randn(shape, generator=g),                   # x_t
+                                         torch.randint(1, T_TRAIN + 1, (cfg.batch_size,), generator=g) / T_TRAIN,
+                                         torch.randn(shape, generator=g)))                  # eps target
+
+    # --- measure (and optionally profile)
+    results = measure(models, batch, cfg)
+    print(f"\nbatch {cfg.batch_size}, {cfg.image_size}x{cfg.image_size}, {torch.get_num_threads()} threads, "
+          f"median of {cfg.repeats} x {cfg.steps} steps")
+    print(f"{'precision':<10}{'ours img/s':>12}{'diffusers img/s':>17}{'ours/diffusers':>16}")
+    for precision, r in results.items():
+        print(f"{precision:<10}{r['ours_img_s']:>12.1f}{r['diffusers_img_s']:>17.1f}"
+              f"{r['ratio_ours_over_diffusers']:>16.3f}")
+    if args.profile:
+        profile(models, batch, cfg)
+
+    # --- record
+    record = {**machine(device), "load_average_1min": {"start": load_start, "end": load_average()},
+              "config": to_dict(cfg),
+              "params": {**params, "ratio_diffusers_over_ours": round(params["diffusers"] / params["ours"], 4),
+                         "diffusers_width": width, "diffusers_widths_tried": tried},
+              "results": results}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "unet_throughput.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {args.out / 'unet_throughput.json'}")
+
+
+if __name__ == "__main__":
+    cli(main)
