@@ -1,7 +1,6 @@
 """Day 01: the clipped-noise closed form against quadrature, the Wiener denoiser against ordinary least
 squares and a direct matrix solve, the blur against scipy.ndimage, VP as rescaled VE, and the smoke run."""
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -13,29 +12,14 @@ import pytest
 import torch
 from scipy import integrate, ndimage, stats
 
+from conftest import load_day
+
 ROOT = Path(__file__).resolve().parents[1]
 CODE = ROOT / "day01" / "code"
 F64 = torch.float64
 
 
-def load_day_modules():
-    """Import day01/code/denoisers.py and train.py (a folder of scripts, not a package)."""
-    sys.path.insert(0, str(CODE))  # train.py imports its neighbour `denoisers` by name
-    try:
-        modules = {}
-        for name in ("denoisers", "train"):
-            spec = importlib.util.spec_from_file_location(name, CODE / f"{name}.py")
-            modules[name] = importlib.util.module_from_spec(spec)
-            sys.modules[name] = modules[name]
-            spec.loader.exec_module(modules[name])
-        return modules["denoisers"], modules["train"]
-    finally:
-        sys.path.remove(str(CODE))
-        for name in ("denoisers", "train"):  # leave no generic names behind for other days' tests
-            sys.modules.pop(name, None)
-
-
-denoisers, train = load_day_modules()
+denoisers, train = load_day(1, "denoisers", "train")
 
 
 def gen(seed: int = 0) -> torch.Generator:

@@ -3,7 +3,6 @@ the Monte Carlo comparison with the power to reject a wrong closed form, the mil
 brute-force search and a small-β approximation, the KL against its per-pixel closed form, the exact
 pixel marginal against scipy, the colour (CIFAR-10) picture path on fake data, and the smoke run."""
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -17,29 +16,14 @@ from scipy import integrate, stats
 
 from common.diffusion import SCHEDULES, Schedule
 
+from conftest import load_day
+
 ROOT = Path(__file__).resolve().parents[1]
 CODE = ROOT / "day04" / "code"
 F64 = torch.float64
 
 
-def load_day_modules():
-    """Import day04/code/forward.py and train.py (a folder of scripts, not a package)."""
-    sys.path.insert(0, str(CODE))  # train.py imports its neighbour `forward` by name
-    try:
-        modules = {}
-        for name in ("forward", "train"):
-            spec = importlib.util.spec_from_file_location(name, CODE / f"{name}.py")
-            modules[name] = importlib.util.module_from_spec(spec)
-            sys.modules[name] = modules[name]
-            spec.loader.exec_module(modules[name])
-        return modules["forward"], modules["train"]
-    finally:
-        sys.path.remove(str(CODE))
-        for name in ("forward", "train"):  # leave no generic names behind for other days' tests
-            sys.modules.pop(name, None)
-
-
-forward, train = load_day_modules()
+forward, train = load_day(4, "forward", "train")
 
 
 def gen(seed: int = 0) -> torch.Generator:

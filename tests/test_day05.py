@@ -2,7 +2,6 @@
 with the true x_0 against the forward marginals it must retrace; the exact denoisers against a brute-force
 posterior mean, the two-point tanh and Tweedie's formula; the implied-error bookkeeping; the smoke run."""
 
-import importlib.util
 import json
 import math
 import os
@@ -18,31 +17,20 @@ from scipy import special, stats
 from common.diffusion import PREDICTIONS, Schedule, ddpm, eps_model, posterior
 from common.toy2d import GaussianMixture
 
+from conftest import load_day
+
 ROOT = Path(__file__).resolve().parents[1]
 F64 = torch.float64
 
 
-def load_reverse():
-    """Import day05/code/reverse.py (a folder of scripts, not a package) under a name no other day uses."""
-    spec = importlib.util.spec_from_file_location("day05_reverse", ROOT / "day05" / "code" / "reverse.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-reverse = load_reverse()
+reverse = load_day(5, "reverse")
 
 
 def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()  # small tensors: on a shared 2-core box extra threads only spin
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- the posterior and the reverse chain -------------------------------------------------------------------

@@ -2,7 +2,6 @@
 for the exact denoiser of a one-image dataset under every schedule and parameterisation, the error per SNR
 evaluates each model at the lattice time a brute-force search picks, and the smoke run."""
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -16,27 +15,16 @@ import torch
 from common.diffusion import SCHEDULES, TARGET, Schedule, diffusion_loss
 from common.training import step_generator
 
+from conftest import load_day
+
 ROOT = Path(__file__).resolve().parents[1]
 F64 = torch.float64
 
 
-def load_day8():
-    spec = importlib.util.spec_from_file_location("day08_train", ROOT / "day08" / "code" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["day08_train"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+day8 = load_day(8, "train")
 
 
-day8 = load_day8()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_every_schedule_trains_on_the_same_t_and_noise():

@@ -24,14 +24,7 @@ def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Every tensor here is small; on a shared 2-core box extra threads only spin (the sampler test
-    # took 14 s with 2 threads under load and 0.4 s with 1).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- 1. schedules: closed forms -----------------------------------------------------------------------

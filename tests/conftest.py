@@ -1,0 +1,46 @@
+"""Helpers shared by the test files: loading a day's scripts, and one torch thread for small tensors."""
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(path: Path, name: str | None = None):
+    """Import a script from a folder that is not a package (a day's code/, bench/) as a module.
+
+    Its neighbours are importable by their bare names while it loads (train.py may `import forward`);
+    the module stays registered under a unique name, which dataclasses need to resolve annotations.
+    """
+    path = Path(path)
+    name = name or f"{path.parent.parent.name}_{path.stem}"
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(path.parent))
+
+
+def load_day(day: int, *names: str):
+    """The modules `names` of dayNN/code/, loaded with load_script (e.g. load_day(4, "forward", "train"))."""
+    code = ROOT / f"day{day:02d}" / "code"
+    loaded = [load_script(code / f"{name}.py") for name in names]
+    for name in names:  # bare names that neighbours imported must not leak into other days' tests
+        sys.modules.pop(name, None)
+    return loaded[0] if len(loaded) == 1 else loaded
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small tensors only: on a shared 2-core box a second thread only spins."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
