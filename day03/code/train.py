@@ -1,0 +1,200 @@
+"""Day 03 — Variational autoencoders: a latent-variable model trained on a lower bound of log p(x).
+
+A convolutional VAE with a Bernoulli decoder on binarised MNIST is trained at three KL weights
+β ∈ {0.5, 1, 4} with the same budget, plus a 2-D-latent VAE to look at. We plot the ELBO's two
+terms during training, estimate log p(x) with the importance-weighted bound (K samples) next to
+the ELBO in nats and bits/dim, count active latent units (posterior collapse), and show
+reconstructions, prior samples, linear vs spherical interpolation and latent traversals. The
+β = 1 prior samples, scored by the shared evaluator, are the baseline later days must beat.
+
+References:
+    Kingma & Welling (2014), "Auto-encoding variational Bayes", ICLR (arXiv:1312.6114).
+    Rezende, Mohamed & Wierstra (2014), "Stochastic backpropagation and approximate inference in
+        deep generative models", ICML.
+    Burda, Grosse & Salakhutdinov (2016), "Importance weighted autoencoders", ICLR (IWAE bound,
+        active units).
+    Higgins et al. (2017), "β-VAE: learning basic visual concepts with a constrained variational
+        framework", ICLR.
+    White (2016), "Sampling generative networks", arXiv:1609.04468 (slerp in latent space).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from common.config import UserError, cli, parse_args
+from common.data import load_images
+from common.evaluator import score_images
+from common.loop import Run, fit, write_metrics
+from common.nets import count_params
+from common.plotting import panel, plot_curves, save_grid, scatter2d
+from common.samples import save_samples_npz
+from common.training import TrainConfig
+from vae import (ConvVAE, VAEConfig, active_units, binarise, elbo_terms, iwae_bound, log_weights, slerp)
+
+DAY = Path(__file__).resolve().parents[1]
+PIXELS = 28 * 28
+
+
+@dataclass
+class Config(TrainConfig):
+    dataset: str = "mnist"
+    channels: int = 32                          # encoder/decoder width (2x at 7x7)
+    latent_dim: int = 32
+    kl_weights: tuple[float, ...] = (0.5, 1.0, 4.0)  # β of the β-VAE loss recon + β·KL; 1 is the VAE proper
+    n_eval: int = 500                           # binarised test images for curves, ELBO/IWAE and active units
+    iwae_k: int = 128                           # importance samples per image for the IWAE bound
+    n_samples: int = 1000                       # prior samples scored by the evaluator
+
+
+PRESETS = {
+    "smoke": Config(steps=8, batch_size=32, warmup=2, bf16=False, log_every=2, sample_every=4, ckpt_every=8,
+                    channels=8, kl_weights=(1.0, 4.0), n_eval=32, iwae_k=8, n_samples=64),
+    "cpu": Config(steps=3000, batch_size=64, lr=2e-3, warmup=100, ema_decay=0.995, sample_every=300, ckpt_every=1000),
+    "gpu": Config(steps=30_000, batch_size=256, lr=1e-3, warmup=500, ema_decay=0.9995, sample_every=1_000,
+                  ckpt_every=5_000, channels=64, n_eval=10_000, iwae_k=1_000, n_samples=10_000),
+}
+
+
+# --- the objective ------------------------------------------------------------------------------------
+
+def beta_vae_loss(beta: float):
+    """−ELBO with the KL weighted by β (Higgins et al. 2017), on pixels binarised afresh each step."""
+    def loss_fn(model, x0, y, generator):
+        recon, kl = elbo_terms(model, binarise(x0, generator), generator)
+        return (recon + beta * kl).mean()
+    return loss_fn
+
+
+@torch.no_grad()
+def bounds(vae: ConvVAE, x: torch.Tensor, k: int, generator: torch.Generator) -> dict:
+    """ELBO (mean of the K log-weights) and the IWAE bounds L_1 ≤ L_2 ≤ ... ≤ L_K, averaged over images x,
+    in nats; L_k uses the first k of the K weights. Images go in small groups: ~512 decoder calls at once."""
+    chunks = x.split(max(1, 512 // k))
+    log_w = torch.cat([log_weights(vae, chunk, k, generator) for chunk in chunks], dim=1)  # (K, N)
+    elbo, iwae = float(log_w.mean()), float(iwae_bound(log_w).mean())
+    ks = [2**i for i in range(int(math.log2(k)) + 1)] + ([k] if k & (k - 1) else [])
+    return {"elbo_nats": round(elbo, 2), "iwae_nats": round(iwae, 2), "nll_nats": round(-iwae, 2),
+            "elbo_bits_per_dim": round(-elbo / (PIXELS * math.log(2)), 4),
+            "nll_bits_per_dim": round(-iwae / (PIXELS * math.log(2)), 4),
+            "iwae_by_k": {str(j): round(float(iwae_bound(log_w[:j]).mean()), 2) for j in ks}}
+
+
+def held_out_terms(x: torch.Tensor, curves: dict, seed: int):
+    """on_sample hook: append (step, mean reconstruction, mean KL) of the EMA model on x to `curves`."""
+    @torch.no_grad()
+    def record(vae, step):
+        recon, kl = elbo_terms(vae, x, torch.Generator().manual_seed(seed))
+        curves.setdefault("step", []).append(step)
+        curves.setdefault("recon", []).append(round(float(recon.mean()), 2))
+        curves.setdefault("kl", []).append(round(float(kl.mean()), 2))
+    return record
+
+
+@torch.no_grad()
+def decode_mean(vae: ConvVAE, z: torch.Tensor) -> torch.Tensor:
+    """Latents (N, D) -> decoder means p = sigmoid(logits) as images 2p − 1 in [-1, 1]."""
+    return 2 * torch.sigmoid(vae.decode(z)) - 1
+
+
+def traverse(mu: torch.Tensor, dim: int, values: torch.Tensor) -> torch.Tensor:
+    """Copies of one latent code mu (D,) with coordinate `dim` set to each of `values` (V,). (V, D)"""
+    z = mu.repeat(len(values), 1)
+    z[:, dim] = values
+    return z
+
+
+def evaluate(x: torch.Tensor, run: Run, data_dir: str | None) -> dict:
+    """The shared evaluator's scores; it knows MNIST digits only, so other datasets get none."""
+    return score_images(x.cpu(), data_dir=data_dir) if run.dataset.startswith("mnist") else {}
+
+
+# --- the experiment -----------------------------------------------------------------------------------
+
+def main(argv=None):
+    cfg, args = parse_args(PRESETS, DAY / "results", __doc__.splitlines()[0], argv)
+    if 1.0 not in cfg.kl_weights:
+        raise UserError(f"kl_weights={cfg.kl_weights} must include 1.0: the β = 1 VAE gives the baseline samples")
+    start = time.time()
+    data = load_images(cfg.dataset, "train", args.data_dir)
+    run = Run.from_args(args, data.name)
+    g = torch.Generator().manual_seed(cfg.seed)
+    test = load_images(cfg.dataset, "test", args.data_dir)
+    x_eval = binarise(test.x[: cfg.n_eval], g).to(run.device)             # fixed binary test images
+    y_eval = test.y[: cfg.n_eval]
+
+    # --- train one VAE per β (and a 2-D one), each in its own folder: own checkpoint, --resume per model
+    specs = {f"beta={b:g}": (b, cfg.latent_dim) for b in cfg.kl_weights} | {"latent2d": (1.0, 2)}
+    vaes, models, curves = {}, {}, {}
+    for name, (beta, dim) in specs.items():
+        sub = Run(run.out / name, run.device, run.preset, run.dataset, run.resume)
+        model = ConvVAE(VAEConfig(channels=cfg.channels, latent_dim=dim))
+        curves[name] = {}
+        _, vaes[name] = fit(model, beta_vae_loss(beta), data.x, None, cfg, sub,
+                            on_sample=held_out_terms(x_eval, curves[name], cfg.seed))
+        mu, _ = vaes[name].encode(x_eval)                                    # (N, D) posterior means
+        n_active, activity = active_units(mu)
+        models[name] = {"beta": beta, "latent_dim": dim, "params": count_params(model),
+                        "train_seconds": round(sub.train_seconds, 1), "active_units": n_active,
+                        "activity": [round(float(a), 4) for a in activity],
+                        **bounds(vaes[name], x_eval, cfg.iwae_k, g)}
+    plot_curves({name: ([int(k) for k in r["iwae_by_k"]], list(r["iwae_by_k"].values())) for name, r in models.items()},
+                run.out / "iwae_vs_k.png", "K (importance samples per image)", "L_K (nats per image)",
+                "the IWAE bound tightens with K", logx=True)
+    plot_curves({name: (range(len(r["activity"])), sorted(r["activity"], reverse=True)) for name, r in models.items()}
+                | {"threshold 0.01": ([0, cfg.latent_dim - 1], [0.01, 0.01])}, run.out / "active_units.png",
+                "unit (sorted by activity)", "A_u = Var_x E_q[z_u | x]", "active units (Burda et al. 2016)", logy=True)
+    plot_curves({f"{name} {term}": (c["step"], c[term]) for name, c in curves.items() if name != "latent2d"
+                 for term in ("recon", "kl")}, run.out / "elbo_terms.png", "step", "nats per image",
+                f"held-out −log p(x|z) and KL(q || p) ({cfg.n_eval} test images)")
+
+    # --- prior samples: the β = 1 samples are the baseline of the challenge
+    z = torch.randn((cfg.n_samples, cfg.latent_dim), generator=g).to(run.device)
+    for beta in cfg.kl_weights:
+        name = f"beta={beta:g}"
+        x_gen = decode_mean(vaes[name], z)                                   # (n_samples, 1, 28, 28)
+        save_grid(x_gen[:100].cpu(), run.out / f"samples_{name}.png", nrow=10)
+        models[name]["samples"] = evaluate(x_gen, run, args.data_dir)
+        if beta == 1:
+            save_samples_npz(run.out / "samples.npz", x_gen)
+
+    # --- reconstructions, interpolations and traversals (β = 1 unless labelled)
+    rows = {"test": test.x[:10], "binarised": 2 * x_eval[:10].cpu() - 1}
+    rows |= {name: decode_mean(vae, vae.encode(x_eval[:10])[0]).cpu() for name, vae in vaes.items()}
+    panel([list(r) for r in rows.values()], run.out / "reconstructions.png", list(rows))
+    vae = vaes["beta=1"]
+    mu = vae.encode(x_eval)[0]
+    t = torch.linspace(0, 1, 10, device=run.device)
+    paths = {}
+    for i, j in ((0, 1), (2, 3), (4, 5)):
+        paths[f"lerp {i}→{j}"] = (1 - t[:, None]) * mu[i] + t[:, None] * mu[j]
+        paths[f"slerp {i}→{j}"] = slerp(mu[i], mu[j], t)
+    panel([list(decode_mean(vae, p).cpu()) for p in paths.values()], run.out / "interpolation.png", list(paths),
+          [f"t={v:.2f}" for v in t.tolist()])
+    activity = models["beta=1"]["activity"]
+    dims = sorted(range(cfg.latent_dim), key=lambda d: -activity[d])[:8]     # the 8 most active units
+    values = torch.linspace(-3, 3, 9, device=run.device)
+    panel([list(decode_mean(vae, traverse(mu[0], d, values)).cpu()) for d in dims], run.out / "traversals.png",
+          [f"z{d}" for d in dims], [f"{v:g}" for v in values.tolist()])
+
+    # --- the 2-D latent space: posterior means coloured by class, and the decoder over a grid
+    mu2 = vaes["latent2d"].encode(x_eval)[0].cpu()                           # (N, 2)
+    scatter2d({str(c): mu2[y_eval == c] for c in range(10)}, run.out / "latent2d_scatter.png", lim=4,
+              title="2-D VAE: E_q[z | x] of test digits, by class")
+    q = torch.distributions.Normal(0, 1).icdf(torch.linspace(0.05, 0.95, 15))  # evenly spaced prior quantiles
+    z1, z0 = torch.meshgrid(q.flip(0), q, indexing="ij")  # rows: z1 from high to low, as on the scatter's y axis
+    grid = torch.stack([z0.flatten(), z1.flatten()], dim=1).to(run.device)   # (225, 2)
+    save_grid(decode_mean(vaes["latent2d"], grid).cpu(), run.out / "latent2d_manifold.png", nrow=15)
+
+    # --- outputs
+    real = evaluate(test.x[: cfg.n_samples], run, args.data_dir)             # real digits, for reference
+    metrics = {"models": models, "samples": models["beta=1"]["samples"], "real_test": real, "curves": curves}
+    write_metrics(run.out, metrics, cfg, run, time.time() - start)
+
+
+if __name__ == "__main__":
+    cli(main)
