@@ -52,6 +52,7 @@ def _fid(m: dict) -> str:
 HEADLINES = {
     1: lambda m: "Wiener PSNR {psnr_wiener:.1f} dB vs noisy {psnr_nothing:.1f} dB at σ=1".format(
         **_at(m["denoisers"], sigma=1.0)),
+    3: lambda m: "β=1 prior samples: " + _fid(m["samples"]),
     4: lambda m: "half the signal power gone at t = {:.2f} (linear) / {:.2f} (cosine)".format(
         m["schedules"]["linear"]["half_power_t"], m["schedules"]["cosine"]["half_power_t"]),
     2: lambda m: "U-Net DAE iterated from noise: FID {fid:.1f} (floor {fid_floor:.2f}), {confident_frac:.0%} confident".format(
