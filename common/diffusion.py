@@ -4,7 +4,7 @@ References
     Ho, Jain, Abbeel 2020, "Denoising Diffusion Probabilistic Models" (DDPM), arXiv:2006.11239.
     Nichol & Dhariwal 2021, "Improved Denoising Diffusion Probabilistic Models", arXiv:2102.09672.
     Salimans & Ho 2022, "Progressive Distillation for Fast Sampling of Diffusion Models" (v), arXiv:2202.00512.
-    Jabri, Fleet, Chen 2022, "Scalable Adaptive Computation for Iterative Generation" (sigmoid schedule).
+    Xu et al. 2022, "GeoDiff" (arXiv:2203.02923): the sigmoid ramp of β used here.
 
 Vocabulary. A schedule has `n_steps` (Ho's T) noise levels β_1..β_T. Time is t = i / n_steps in [0, 1]:
 t=0 is data, t=1 is (almost) pure noise. With ᾱ_t = Π_{j≤i} (1 − β_j) we write

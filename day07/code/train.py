@@ -1,0 +1,300 @@
+"""Day 07 — Sampling from DDPM: day 6's model drawn with σ_t² = β_t and σ_t² = β̃_t on grids of 1000 down to 25 steps
+(FID and seconds per sample for each), the path from noise to a digit with the model's running guess x̂_0, bitwise
+determinism under a fixed seed, and the same noise decoded by checkpoints from early, middle and late training.
+
+Nothing is trained here. The model is day 6's EMA U-Net, read from its self-describing checkpoint; when that is
+missing, day 6's train.py is run once, as a subprocess, with the same preset.
+
+References:
+    Ho, Jain & Abbeel (2020), "Denoising Diffusion Probabilistic Models", arXiv:2006.11239 (Alg. 2; §3.2: the
+        two variances σ_t² = β_t and β̃_t of Eq. 7; Eq. 15: the guess x̂_0; §4.3: progressive generation).
+    Nichol & Dhariwal (2021), "Improved Denoising Diffusion Probabilistic Models", arXiv:2102.09672 (§4:
+        respaced sampling, β_{t|s} = 1 − ᾱ_t / ᾱ_s between two kept levels s < t).
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from common.config import UserError, cli, parse_args
+from common.diffusion import Schedule, ddpm, eps_model, x0_from_eps
+from common.evaluator import score_images
+from common.loop import Run, write_metrics
+from common.nets import count_params
+from common.plotting import panel, plot_curves, save_gif
+from common.samples import save_samples_npz
+from common.training import load_model
+
+DAY = Path(__file__).resolve().parents[1]
+ROOT = DAY.parent
+DAY6_TRAIN = ROOT / "day06" / "code" / "train.py"
+SIGMA2 = {"posterior": r"$\tilde\beta$", "beta": r"$\beta$"}  # σ_t² of each variance choice (matplotlib mathtext)
+SCORES = ("fid", "fid_ci95", "fid_floor", "fid_floor_ci95", "confident_frac", "class_entropy", "precision", "recall")
+
+
+@dataclass
+class Config:
+    day6_results: str = "day06/results"  # day 6's run folder, from the repo root ("": a new one inside --out)
+    day6_args: tuple[str, ...] = ()      # extra --key=value for day 6's train.py when it has to run
+    variances: tuple[str, ...] = ("posterior", "beta")  # σ_t² = β̃_t (Eq. 7) or β_t
+    steps: tuple[int, ...] = (1000, 250, 100, 50, 25)   # sampling steps: the respaced grids
+    n_eval: int = 100                    # samples per setting ...
+    nfe_budget: int = 25_000             # ... or fewer: at most this many network calls per setting
+    npz: str = "posterior-25"            # the setting whose samples are saved as samples.npz ...
+    n_npz: int = 1000                    # ... this many (the table scores the first ones)
+    batch: int = 250
+    trajectory_steps: int = 100          # the grid of the trajectory figure
+    n_trajectory: int = 4                # digits followed along it
+    checkpoint_steps: int = 25           # the grid used to compare day 6's early/middle/late checkpoints
+    n_show: int = 10                     # fixed-noise samples per figure row
+    bf16: bool = True                    # bf16 autocast for the network (CPU and CUDA)
+    seed: int = 0
+
+
+PRESETS = {
+    "smoke": Config(day6_results="", day6_args=("--keep_every=10", "--sample_every=0"), steps=(20, 5), n_eval=32,
+                    nfe_budget=320, npz="posterior-5", n_npz=48, batch=32, trajectory_steps=10, n_trajectory=2,
+                    checkpoint_steps=5, n_show=4),
+    "cpu": Config(),
+    "gpu": Config(n_eval=10_000, nfe_budget=10_000_000, n_npz=10_000, batch=1000, n_trajectory=8,
+                  checkpoint_steps=100),
+}
+
+
+# --- the model: day 6's checkpoint, made if missing ------------------------------------------------------
+
+def day6_checkpoint(cfg: Config, run: Run, device: str, data_dir: str | None) -> Path:
+    """Day 6's final checkpoint; when it is missing, run day 6's train.py once (a subprocess) to make it."""
+    folder = ROOT / cfg.day6_results if cfg.day6_results else run.out / "day06"
+    path = folder / "checkpoint.pt"
+    if not path.is_file():
+        print(f"no day 6 checkpoint at {path}: running day 6's train.py --preset {run.preset} to make it")
+        cmd = [sys.executable, str(DAY6_TRAIN), "--preset", run.preset, "--out", str(folder), "--device", device,
+               *(["--data-dir", data_dir] if data_dir else []), *cfg.day6_args]
+        if subprocess.run(cmd, cwd=ROOT).returncode:
+            raise UserError("day 6's train.py failed (its output is above); fix that run, then rerun day 7")
+    return path
+
+
+def load_day6(path: Path, device: torch.device, finished: bool = True):
+    """(EMA U-Net, the eps function its prediction implies, its schedule, the checkpoint dict)."""
+    model, ckpt = load_model(path, device)
+    c = ckpt["config"]
+    if finished and ckpt["step"] < c["steps"]:
+        raise UserError(f"{path} is at step {ckpt['step']} of {c['steps']}: day 6 is still training "
+                        "(wait for it, or finish it with --resume)")
+    schedule = Schedule.named(c["schedule"], c["n_steps"])
+    return model, eps_model(model, c["prediction"], schedule), schedule, ckpt
+
+
+def kept_checkpoints(folder: Path) -> list[Path]:
+    """checkpoint_step{N}.pt files that day 6 kept along its run (its `keep_every`), in step order."""
+    return sorted(folder.glob("checkpoint_step*.pt"), key=lambda p: int(p.stem.removeprefix("checkpoint_step")))
+
+
+# --- sampling ------------------------------------------------------------------------------------------------
+
+def last(states):
+    """The final state of a sampler, without holding the others (1000 states of a batch would be ~1 GB)."""
+    for x in states:
+        pass
+    return x
+
+
+def draw(eps_fn, schedule: Schedule, x1: torch.Tensor, steps: int, variance: str, seed: int, cfg: Config,
+         device: torch.device) -> torch.Tensor:
+    """Ancestral samples (N, 1, 28, 28) on the CPU from the initial noise x1, in batches.
+
+    x1 fixes where each chain starts; `seed` fixes the noise added at every step (Alg. 2, line 4), drawn for a
+    whole batch at once: the same (x1, seed, batch) gives the same samples bit for bit.
+    """
+    ts = schedule.timesteps(steps)                                   # (steps + 1,) from 1 down to 0
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for xb in tqdm(x1.split(cfg.batch), desc=f"{variance:>9} {steps:>4} steps", leave=False):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            out.append(last(ddpm(eps_fn, xb.to(device), ts, schedule, variance, generator=g)).float().cpu())
+    return torch.cat(out)
+
+
+def recording_x0(eps_fn, schedule: Schedule, store: list):
+    """eps_fn that also keeps its guess x̂_0 = (x_t − σ_t ε̂) / α_t (Eq. 15 of Ho et al.) in `store`, clipped to
+    [-1, 1] as the sampler clips it. The sampler is a plain generator; wrapping the network is how we listen."""
+    def fn(xt, t, **cond):
+        eps = eps_fn(xt, t, **cond)
+        alpha, sigma = schedule.alpha_sigma(t, xt)
+        store.append(x0_from_eps(xt, eps, alpha, sigma).clamp(-1, 1).float().cpu())
+        return eps
+    return fn
+
+
+def trajectory(eps_fn, schedule: Schedule, x1: torch.Tensor, cfg: Config, device: torch.device):
+    """States x_t (K+1 of them, x_1 first) and guesses x̂_0 (K, one per step) of a few chains, on the CPU."""
+    guesses: list[torch.Tensor] = []
+    ts = schedule.timesteps(cfg.trajectory_steps)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+        states = [x1] + [x.float().cpu() for x in ddpm(recording_x0(eps_fn, schedule, guesses), x1.to(device), ts,
+                                                          schedule, generator=torch.Generator().manual_seed(cfg.seed))]
+    return ts, states, guesses
+
+
+def scored(x: torch.Tensor, seconds_per_sample: float, data_dir: str | None) -> dict:
+    """Seconds per sample and the evaluator's verdict (FID next to the real-data floor at the same n)."""
+    s = score_images(x, data_dir=data_dir)
+    return {"n": len(x), "seconds_per_sample": round(seconds_per_sample, 5), **{k: s[k] for k in SCORES}}
+
+
+def sweep(eps_fn, schedule: Schedule, x1: torch.Tensor, cfg: Config, run: Run, data_dir: str | None):
+    """Every (variance, steps) setting from the same x_1 and sampler seed. A 1000-step chain costs 40 times a
+    25-step one, so each setting draws n = min(n_eval, nfe_budget / steps) samples; FID depends on n, so every
+    setting is also scored on its first n_common = (smallest n) samples: compare FIDs only at equal n."""
+    n_of = {k: min(cfg.n_eval, cfg.nfe_budget // k) for k in cfg.steps}
+    n_common = min(n_of.values())
+    if n_common < 2:
+        raise UserError(f"nfe_budget={cfg.nfe_budget} leaves fewer than 2 samples for {max(cfg.steps)} steps")
+    settings, shown, npz = {}, [], {}
+    for variance in cfg.variances:
+        for steps in cfg.steps:
+            key = f"{variance}-{steps}"
+            n = n_of[steps]
+            t0 = time.time()
+            x = draw(eps_fn, schedule, x1[:n], steps, variance, cfg.seed + 1, cfg, run.device)
+            per_sample = (time.time() - t0) / n
+            own = scored(x, per_sample, data_dir)
+            at_common = own if n == n_common else scored(x[:n_common], per_sample, data_dir)
+            s = settings[key] = {"variance": variance, "steps": steps, **own, "at_n_common": at_common}
+            shown.append(x[: cfg.n_show])
+            if key == cfg.npz:  # more samples of this setting: the rest of x_1, another sampler seed
+                more = draw(eps_fn, schedule, x1[n: cfg.n_npz], steps, variance, cfg.seed + 3, cfg, run.device)
+                x = torch.cat([x, more])
+                save_samples_npz(run.out / "samples.npz", x)
+                npz = {"setting": key, **scored(x, per_sample, data_dir)}
+            c = s["at_n_common"]
+            print(f"{key}: n={s['n']} FID {s['fid']:.2f} (floor {s['fid_floor']:.2f}); at n={n_common} "
+                  f"{c['fid']:.2f} (floor {c['fid_floor']:.2f}); {per_sample:.4f} s/sample")
+    return settings, shown, npz, n_common
+
+
+def plot_fid(settings: dict, cfg: Config, n_common: int, path: Path) -> None:
+    """FID against steps for each variance, at each setting's own n and at the common n, with the floors."""
+    curves = {}
+    for v in cfg.variances:
+        own = [s for s in settings.values() if s["variance"] == v and s["n"] == cfg.n_eval]
+        if own and cfg.n_eval != n_common:
+            curves[f"σ² = {SIGMA2[v]}, n={cfg.n_eval}"] = ([s["steps"] for s in own], [s["fid"] for s in own])
+        mine = [s for s in settings.values() if s["variance"] == v]
+        curves[f"σ² = {SIGMA2[v]}, n={n_common}"] = ([s["steps"] for s in mine],
+                                                        [s["at_n_common"]["fid"] for s in mine])
+    first = [s for s in settings.values() if s["variance"] == cfg.variances[0]]
+    curves[f"real digits, n={n_common} (floor)"] = ([s["steps"] for s in first],
+                                                    [s["at_n_common"]["fid_floor"] for s in first])
+    own = [s for s in first if s["n"] == cfg.n_eval]
+    if own and cfg.n_eval != n_common:
+        curves[f"real digits, n={cfg.n_eval} (floor)"] = ([s["steps"] for s in own], [s["fid_floor"] for s in own])
+    plot_curves(curves, path, xlabel="sampling steps", ylabel="FID", logx=True,
+                title="ancestral sampling on respaced grids")
+
+
+def variance_ratio(schedule: Schedule, steps: int) -> tuple[list[float], list[float]]:
+    """β̃_{t|s} / β_{t|s} = (1 − ᾱ_s) / (1 − ᾱ_t) at each step t -> s of a grid: how much less noise σ² = β̃ adds."""
+    ab = schedule.alpha_bar_at(schedule.timesteps(steps))           # (steps + 1,) from t = 1 down to 0
+    return schedule.timesteps(steps)[:-1].tolist(), ((1 - ab[1:]) / (1 - ab[:-1])).tolist()
+
+
+def same_noise_gap(shown: list[torch.Tensor], settings: dict, cfg: Config) -> dict:
+    """Mean |x_0(σ² = β) − x_0(σ² = β̃)| per grid over the shown samples: same x_1, same sampler seed, so only the
+    step variance differs. Small where β̃ / β ≈ 1 (fine grids), large where it is not (coarse grids)."""
+    first = dict(zip(settings, shown))
+    return {f"{k} steps": round((first[f"beta-{k}"] - first[f"posterior-{k}"]).abs().mean().item(), 4)
+            for k in cfg.steps if f"beta-{k}" in first and f"posterior-{k}" in first}
+
+
+# --- the run ---------------------------------------------------------------------------------------------------
+
+def main(argv=None):
+    cfg, args = parse_args(PRESETS, DAY / "results", __doc__.splitlines()[0], argv)
+    start = time.time()
+    run = Run.from_args(args, "mnist")
+    run.out.mkdir(parents=True, exist_ok=True)
+    path = day6_checkpoint(cfg, run, args.device, args.data_dir)
+    model, eps_fn, schedule, ckpt = load_day6(path, run.device)
+    run.dataset = ckpt["dataset"]
+    if cfg.npz not in [f"{v}-{k}" for v in cfg.variances for k in cfg.steps]:
+        raise UserError(f"npz={cfg.npz}: choose one of the settings, written variance-steps (e.g. posterior-50)")
+    x1 = torch.randn(max(cfg.n_eval, cfg.n_npz), 1, 28, 28, generator=torch.Generator().manual_seed(cfg.seed))
+    show = x1[: cfg.n_show]                                           # the fixed noise of every figure row
+
+    # --- 1. two variances × respaced grids: FID and seconds per sample
+    settings, shown, npz, n_common = sweep(eps_fn, schedule, x1, cfg, run, args.data_dir)
+    panel(shown, run.out / "samples_by_setting.png",
+          row_labels=[f"{SIGMA2[s['variance']]}, {s['steps']}" for s in settings.values()])
+    plot_fid(settings, cfg, n_common, run.out / "fid_vs_steps.png")
+    ratios = {f"{k} steps": variance_ratio(schedule, k) for k in cfg.steps}
+    plot_curves(ratios, run.out / "variance_ratio.png", xlabel="t (each step t -> s)", ylabel=r"$\tilde\beta\,/\,\beta$",
+                title=r"noise added by $\sigma^2=\tilde\beta$ relative to $\sigma^2=\beta$")
+
+    # --- 2. the trajectory x_1 -> x_0 and the model's guess x̂_0 along it
+    ts, states, guesses = trajectory(eps_fn, schedule, x1[: cfg.n_trajectory], cfg, run.device)
+    cols = torch.linspace(0, cfg.trajectory_steps - 2, 8).round().long().tolist()  # guesses[i] is made from states[i]
+    panel([row for k in range(cfg.n_trajectory)
+           for row in ([states[i][k] for i in cols] + [states[-1][k]], [guesses[i][k] for i in cols])],
+          run.out / "trajectory.png", col_labels=[f"t={ts[i].item():.2f}" for i in cols] + ["t=0 (end)"],
+          row_labels=[name for _ in range(cfg.n_trajectory) for name in ("x_t", "guess x̂_0")])
+    frames = list(range(0, cfg.trajectory_steps, max(1, cfg.trajectory_steps // 25))) + [cfg.trajectory_steps]
+    save_gif([torch.cat([states[i], guesses[min(i, len(guesses) - 1)]]) for i in frames], run.out / "trajectory.gif",
+             nrow=cfg.n_trajectory, duration_ms=150)         # top row x_t, bottom row x̂_0
+    # how far each guess is from where the chain ends (the last step lands on its own guess: error 0, not shown)
+    guess_error = [(g - states[-1]).pow(2).mean().item() for g in guesses[:-1]]
+    plot_curves({"MSE(x̂_0 at t, final x_0)": (ts[:-2].tolist(), guess_error)}, run.out / "x0_guess_error.png",
+                xlabel="t (sampling runs from 1 to 0)", ylabel="mean squared error", logy=True,
+                title="when is the digit decided?")
+
+    # --- 3. fixed noise: the same (x_1, seed) twice, then another sampler seed
+    seeds = (cfg.seed + 1, cfg.seed + 1, cfg.seed + 2)
+    again = [draw(eps_fn, schedule, show, cfg.steps[-1], "posterior", s, cfg, run.device) for s in seeds]
+    panel([list(a) for a in again], run.out / "fixed_noise.png",
+          row_labels=[f"seed {seeds[0]}", f"seed {seeds[1]} again", f"seed {seeds[2]}"])
+    determinism = {"steps": cfg.steps[-1], "bitwise_equal_same_seed": torch.equal(again[0], again[1]),
+                   "max_abs_diff_same_seed": (again[0] - again[1]).abs().max().item(),
+                   "mean_abs_diff_other_seed": round((again[0] - again[2]).abs().mean().item(), 4)}
+
+    # --- 4. early, middle and late training: the same noise through day 6's kept checkpoints
+    checkpoints, rows = {}, []
+    for p in kept_checkpoints(path.parent):
+        _, fn, _, c = load_day6(p, run.device, finished=False)
+        t0 = time.time()
+        x = draw(fn, schedule, x1[: cfg.n_eval], cfg.checkpoint_steps, "posterior", cfg.seed + 1, cfg, run.device)
+        checkpoints[f"step {c['step']}"] = {"step": c["step"], **scored(x, (time.time() - t0) / len(x), args.data_dir)}
+        rows.append(x[: cfg.n_show])
+    if rows:
+        panel(rows, run.out / "checkpoints.png", row_labels=list(checkpoints))
+    else:
+        checkpoints = {"note": f"skipped: {path.parent.name} holds no checkpoint_step*.pt "
+                               "(day 6 keeps them with --keep_every=N)"}
+        print(checkpoints["note"])
+
+    # --- outputs
+    metrics = {
+        "headline": {"name": f"FID of {cfg.npz} at n={npz['n']}",
+                     "value": f"{npz['fid']:.2f} (floor {npz['fid_floor']:.2f})"},
+        "model": {"checkpoint": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path),
+                  "step": ckpt["step"], "preset": ckpt["preset"], "params": count_params(model),
+                  **{k: ckpt["config"][k] for k in ("prediction", "schedule", "n_steps")}},
+        "n_common": n_common, "settings": settings, "npz": npz,
+        "beta_vs_posterior_mean_abs_diff": same_noise_gap(shown, settings, cfg),
+        "variance_ratio_median": {k: round(sorted(r)[len(r) // 2], 4) for k, (_, r) in ratios.items()},
+        "determinism": determinism, "checkpoints": checkpoints,
+        "guess_error_by_t": {f"{ts[i].item():.2f}": round(guess_error[i], 5) for i in cols},
+    }
+    write_metrics(run.out, metrics, cfg, run, time.time() - start)
+    print(f"{cfg.npz}: FID {npz['fid']:.2f} (floor {npz['fid_floor']:.2f}, n={npz['n']}); results in {run.out}")
+
+
+if __name__ == "__main__":
+    cli(main)
