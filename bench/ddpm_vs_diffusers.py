@@ -22,7 +22,6 @@ References: Ho et al. 2020 (arXiv:2006.11239); Nichol & Dhariwal 2021 (arXiv:210
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import importlib.util
 import json
@@ -87,7 +86,10 @@ def load_day6():
 # --- ours: day 6, unchanged ---------------------------------------------------------------------------
 
 def train_ours(day6, cfg6, x, steps: int, device, data_name: str):
-    """Day 6's model trained by common.loop.fit for `steps`; returns (EMA model, train seconds)."""
+    """Day 6's model and loss, built as its main() builds them, trained by common.loop.fit for `steps`.
+
+    Returns (EMA model, train seconds).
+    """
     cfg6 = dataclasses.replace(cfg6, steps=steps, sample_every=0)   # no progress grids: they are not training
     schedule = Schedule.named(cfg6.schedule, cfg6.n_steps)
     torch.manual_seed(cfg6.seed)
@@ -242,7 +244,7 @@ def main(argv=None):
     record = {**machine(device), "command": command,
               "load_average_1min": {"start": load_start, "end": load_average()},
               "dataset": data.name, "budget_seconds": budget_s, "wall_time_s": round(time.time() - start, 1),
-              "config": to_dict(cfg), "ours_config": to_dict(cfg6), "ours": ours, "diffusers": theirs,
+              "config": to_dict(cfg), "ours_config": to_dict(cfg6), "results": {"ours": ours, "diffusers": theirs},
               "ratios_ours_over_diffusers": ratios}
     (args.out / "ddpm_vs_diffusers.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {args.out / 'ddpm_vs_diffusers.json'} ({record['wall_time_s']:.0f} s in all)")

@@ -138,17 +138,20 @@ def measure(models: dict[str, nn.Module], batch, cfg: Config) -> dict:
     return results
 
 
-def profile(models: dict[str, nn.Module], batch, cfg: Config, rows: int = 12) -> None:
-    """Print where one training step of each network spends its time (torch.profiler, self CPU time)."""
+def profile(models: dict[str, nn.Module], batch, cfg: Config, rows: int = 14) -> str:
+    """Where `cfg.steps` training steps of each network spend their time (torch.profiler), as markdown."""
     from torch.profiler import ProfilerActivity, profile as torch_profile
+    sections = []
     for precision in cfg.precisions:
         for name, model in models.items():
             opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
             train_steps(name, model, opt, batch, 1, precision == "bf16")
             with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
-                train_steps(name, model, opt, batch, 1, precision == "bf16")
-            print(f"\n--- {name}, {precision}: one training step, top ops by self CPU time")
-            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
+                train_steps(name, model, opt, batch, cfg.steps, precision == "bf16")
+            table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+            sections.append(f"## {name}, {precision}: {cfg.steps} training steps, top ops by self CPU time\n\n"
+                            f"```\n{table.strip()}\n```\n")
+    return "\n".join(sections)
 
 
 # --- the machine --------------------------------------------------------------------------------------
@@ -183,7 +186,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      epilog=f"config keys (--key=value): {', '.join(to_dict(DEFAULT))}")
     parser.add_argument("--quick", action="store_true", help="tiny networks and batch: seconds (tests)")
-    parser.add_argument("--profile", action="store_true", help="also print a torch.profiler table per network")
+    parser.add_argument("--profile", action="store_true", help="also profile each network (unet_throughput_profile.md)")
     parser.add_argument("--out", type=Path, default=BENCH / "results", help="folder for unet_throughput.json")
     args, rest = parser.parse_known_args(argv)
     cfg = apply_overrides(QUICK if args.quick else DEFAULT, rest)
@@ -218,8 +221,7 @@ def main(argv=None):
     for precision, r in results.items():
         print(f"{precision:<10}{r['ours_img_s']:>12.1f}{r['diffusers_img_s']:>17.1f}"
               f"{r['ratio_ours_over_diffusers']:>16.3f}")
-    if args.profile:
-        profile(models, batch, cfg)
+    tables = profile(models, batch, cfg) if args.profile else None
 
     # --- record
     record = {**machine(device), "load_average_1min": {"start": load_start, "end": load_average()},
@@ -230,6 +232,11 @@ def main(argv=None):
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "unet_throughput.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {args.out / 'unet_throughput.json'}")
+    if tables:
+        header = (f"# Profile of `python bench/unet_throughput.py --profile`\n\n{record['date']}, commit "
+                  f"{record['commit']}, {record['cpu']}, {record['threads']} threads, batch {cfg.batch_size}.\n\n")
+        (args.out / "unet_throughput_profile.md").write_text(header + tables)
+        print(tables)
 
 
 if __name__ == "__main__":

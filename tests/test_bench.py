@@ -67,13 +67,14 @@ def test_ddpm_vs_diffusers_quick(tmp_path):
     stdout = run_bench("ddpm_vs_diffusers.py", tmp_path)
     record = json.loads((tmp_path / "ddpm_vs_diffusers.json").read_text())
     for name in ("ours", "diffusers"):
-        r = record[name]
+        r = record["results"][name]
         assert r["steps"] >= 1 and r["n_samples"] == record["config"]["n_samples"]
         for key in ("fid", "fid_floor", "train_images_per_s", "samples_per_s", "confident_frac", "class_entropy"):
             assert math.isfinite(r[key]) and r[key] >= 0, (name, key)
         assert r["fid_ci95"][0] <= r["fid"] <= r["fid_ci95"][1]
         assert (tmp_path / f"ddpm_vs_diffusers_{name}.png").is_file()
-    assert record["ours"]["params"] != record["diffusers"]["params"]      # two different networks were trained
+    assert record["results"]["ours"]["params"] != record["results"]["diffusers"]["params"]   # two networks trained
+    assert record["diffusers"] and record["torch"]                           # library versions recorded
     assert set(record["ratios_ours_over_diffusers"]) == {"fid", "train_images_per_s", "samples_per_s"}
     for label in ("FID (lower is better)", "train images/s", "samples/s", "-> "):
         assert label in stdout, label
