@@ -97,6 +97,7 @@ def fit(model: nn.Module, loss_fn: Callable, x: Tensor, y: Tensor | None, cfg: T
     net = DistributedDataParallel(model) if world > 1 else model
     log = CsvLog(run.out / "train_log.csv", keep_until=start, enabled=rank == 0)
     state = {"start": time.time(), "elapsed": elapsed}
+    run.train_seconds = elapsed  # stays so when a finished run is resumed
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=rank != 0, desc="train")
     for step in bar:
         idx = batch_indices(len(x), cfg.batch_size, cfg.seed, step, rank, world)
@@ -111,13 +112,17 @@ def fit(model: nn.Module, loss_fn: Callable, x: Tensor, y: Tensor | None, cfg: T
             bar.set_postfix(loss=f"{log.flush():.4f}")
         if rank == 0 and on_sample and cfg.sample_every and (step + 1) % cfg.sample_every == 0:
             on_sample(ema.model, step + 1)
-        if rank == 0 and ((step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps):
-            save_checkpoint(ckpt_path, payload(model, ema, opt, cfg, run, step + 1, state))
-        if rank == 0 and cfg.keep_every and (step + 1) % cfg.keep_every == 0:
-            save_checkpoint(run.out / f"checkpoint_step{step + 1:06d}.pt",
-                            payload(model, ema, opt, cfg, run, step + 1, state))
+        saving = (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps
+        keeping = cfg.keep_every and (step + 1) % cfg.keep_every == 0
+        if rank == 0 and (saving or keeping):
+            # the training time a run reports is the one its checkpoint records, so a resumed run agrees
+            run.train_seconds = state["elapsed"] + time.time() - state["start"]
+            ckpt = payload(model, ema, opt, cfg, run, step + 1)
+            if saving:
+                save_checkpoint(ckpt_path, ckpt)
+            if keeping:
+                save_checkpoint(run.out / f"checkpoint_step{step + 1:06d}.pt", ckpt)
     log.flush()
-    run.train_seconds = state["elapsed"] + time.time() - state["start"]
     return model, ema.model
 
 
@@ -141,11 +146,11 @@ def diverged(step: int, ckpt_path: Path) -> UserError:
     return UserError(f"loss became NaN/inf at step {step + 1}; {kept}; lower --lr or --grad_clip and rerun")
 
 
-def payload(model, ema, opt, cfg, run, step, state) -> dict:
+def payload(model, ema, opt, cfg, run, step) -> dict:
     """A self-describing checkpoint: enough to rebuild the model and continue the run exactly."""
     return {**describe(model), "config_class": type(cfg).__name__, "config": to_dict(cfg),
             "dataset": run.dataset, "preset": run.preset, "step": step,
-            "elapsed_s": state["elapsed"] + time.time() - state["start"],
+            "elapsed_s": run.train_seconds,
             "model": model.state_dict(), "ema": ema.model.state_dict(), "ema_updates": ema.updates,
             "optimizer": opt.state_dict(), "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
