@@ -40,10 +40,10 @@ from tqdm import tqdm
 
 from common.config import apply_overrides, cli, to_dict
 from common.data import load_images
-from common.diffusion import Schedule, diffusion_loss
+from common.diffusion import Schedule
 from common.evaluator import score_images
 from common.loop import Run, batch_indices, fit
-from common.nets import UNet, UNetConfig, count_params
+from common.nets import UNetConfig, count_params
 from common.plotting import save_grid
 from common.training import pick_device
 from unet_throughput import diffusers_unet, load_average, machine, matched_diffusers_unet
@@ -91,13 +91,7 @@ def train_ours(day6, cfg6, x, steps: int, device, data_name: str):
     Returns (EMA model, train seconds).
     """
     cfg6 = dataclasses.replace(cfg6, steps=steps, sample_every=0)   # no progress grids: they are not training
-    schedule = Schedule.named(cfg6.schedule, cfg6.n_steps)
-    torch.manual_seed(cfg6.seed)
-    model = UNet(UNetConfig(in_channels=1, channels=cfg6.channels, mults=cfg6.mults, n_res=cfg6.n_res,
-                            attn_res=cfg6.attn_res))
-
-    def loss_fn(net, x0, y, generator):
-        return diffusion_loss(net, x0, schedule, cfg6.prediction, generator)[0].mean()
+    model, _, loss_fn = day6.build(cfg6)
 
     with tempfile.TemporaryDirectory() as tmp:                        # checkpoint + log: not results
         run = Run(Path(tmp), device, "bench", data_name)

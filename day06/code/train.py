@@ -97,13 +97,8 @@ def nearest_neighbours(samples, train_x, test_x):
     return d_gen, i_gen, d_test
 
 
-def main(argv=None):
-    cfg, args = parse_args(PRESETS, DAY / "results", __doc__.splitlines()[0], argv)
-    start = time.time()
-    # --- data and model
-    data = load_images(cfg.dataset, "train", args.data_dir)
-    test = load_images(cfg.dataset, "test", args.data_dir)
-    run = Run.from_args(args, data.name)
+def build(cfg: Config):
+    """The network, its noise schedule and the training loss (Alg. 1 of Ho et al.) that `cfg` describes."""
     schedule = Schedule.named(cfg.schedule, cfg.n_steps)
     torch.manual_seed(cfg.seed)
     model = UNet(UNetConfig(in_channels=1, channels=cfg.channels, mults=cfg.mults, n_res=cfg.n_res,
@@ -111,6 +106,17 @@ def main(argv=None):
 
     def loss_fn(net, x0, y, generator):
         return diffusion_loss(net, x0, schedule, cfg.prediction, generator)[0].mean()
+    return model, schedule, loss_fn
+
+
+def main(argv=None):
+    cfg, args = parse_args(PRESETS, DAY / "results", __doc__.splitlines()[0], argv)
+    start = time.time()
+    # --- data and model
+    data = load_images(cfg.dataset, "train", args.data_dir)
+    test = load_images(cfg.dataset, "test", args.data_dir)
+    run = Run.from_args(args, data.name)
+    model, schedule, loss_fn = build(cfg)
 
     def progress(ema, step):
         x, _ = sample(ema, cfg, schedule, 64, run.device, seed=0, steps=50)
