@@ -160,10 +160,25 @@ def eps_model(model: Callable, prediction: str, schedule: Schedule) -> Callable:
     return predict_eps
 
 
+def min_snr_weight(prediction: str, gamma: float = 5.0) -> Callable[[Tensor], Tensor]:
+    """Min-SNR-γ loss weights (Hang et al. 2023, arXiv:2303.09556, Eq. 7): SNR -> weight of the target's MSE.
+
+    Written as an x0 error every target's MSE is a weighted ‖x̂0 − x0‖²: the eps MSE is SNR times it and the
+    v MSE (1 + SNR) times it (x̂0 − x0 = −(sigma/alpha)(ε̂ − ε) = −sigma (v̂ − v)). Min-SNR weights the x0
+    error by min(SNR, γ), so easy low-noise levels stop dominating the gradient.
+    """
+    if prediction not in PREDICTIONS:
+        raise UserError(f"unknown prediction '{prediction}'; choose one of: {', '.join(PREDICTIONS)}")
+    per_x0_error = {"eps": lambda snr: snr, "x0": lambda snr: torch.ones_like(snr), "v": lambda snr: snr + 1}
+    return lambda snr: snr.clamp(max=gamma) / per_x0_error[prediction](snr)
+
+
 def diffusion_loss(model: Callable, x0: Tensor, schedule: Schedule, prediction: str,
-                   generator: torch.Generator | None = None, **cond) -> tuple[Tensor, Tensor]:
+                   generator: torch.Generator | None = None, weight: Callable[[Tensor], Tensor] | None = None,
+                   **cond) -> tuple[Tensor, Tensor]:
     """Per-sample MSE between the network and its target at random t (Alg. 1 of Ho et al.).
 
+    `weight` maps SNR(t) to a per-sample loss weight (e.g. `min_snr_weight`); None is Ho's plain MSE.
     Returns (loss (B,), t (B,)) so callers can average or bin the loss by t.
     """
     t = schedule.sample_t(len(x0), generator)
@@ -172,7 +187,11 @@ def diffusion_loss(model: Callable, x0: Tensor, schedule: Schedule, prediction: 
     xt = alpha * x0 + sigma * eps
     target = TARGET[prediction](x0, eps, alpha, sigma)
     out = model(xt, t.to(x0), **cond)
-    return (out.float() - target).pow(2).flatten(1).mean(1), t
+    loss = (out.float() - target).pow(2).flatten(1).mean(1)
+    if weight is not None:
+        ab = schedule.alpha_bar_at(t)
+        loss = loss * weight(ab / (1 - ab)).to(loss)
+    return loss, t
 
 
 # --- sampling -------------------------------------------------------------------------------------------

@@ -42,3 +42,24 @@ def test_command_line_mistakes_are_one_line_errors(tmp_path):
         assert out.returncode == 2, args
         last = out.stderr.strip().splitlines()[-1]
         assert last.startswith("error:") and message in last and "Traceback" not in out.stderr, out.stderr
+
+
+ABLATION = ROOT / "day06" / "code" / "ablation.py"
+
+
+def test_ablation_runs_variants_through_train_py_and_tabulates_them(tmp_path):
+    subprocess.run([sys.executable, str(ABLATION), "--preset", "smoke", "--only", "preset,min_snr", "--jobs", "2",
+                    "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300, check=True)
+    rows = {r["variant"]: r for r in json.loads((tmp_path / "ablation.json").read_text())}
+    assert set(rows) == {"preset", "min_snr"} and not any(r.get("failed") for r in rows.values())
+    trained = json.loads((tmp_path / "min_snr" / "metrics.json").read_text())
+    assert trained["config"]["min_snr_gamma"] == 5 and trained["preset"] == "smoke"
+    assert rows["min_snr"]["fid"] == trained["fid"]
+    table = (tmp_path / "ablation.md").read_text()
+    assert table.count("\n") == 4 and "| min_snr | Min-SNR-5 loss weights |" in table
+
+
+def test_ablation_names_unknown_variants_in_one_line(tmp_path):
+    out = subprocess.run([sys.executable, str(ABLATION), "--only", "preset,bigger", "--out", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stderr.strip().splitlines()[-1].startswith("error: unknown variant(s) bigger")

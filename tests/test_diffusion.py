@@ -13,7 +13,7 @@ from scipy import stats
 from common.config import UserError
 from common.diffusion import (
     Schedule, ddpm, diffusion_loss, eps_from_v, eps_from_x0, eps_model, gaussian_kl, kl_prior,
-    make_betas, posterior, q_sample, v_from, x0_from_eps, x0_from_v,
+    make_betas, min_snr_weight, posterior, q_sample, v_from, x0_from_eps, x0_from_v,
 )
 from common.toy2d import eight_gaussians, sliced_wasserstein
 
@@ -425,6 +425,24 @@ def test_diffusion_loss_of_oracle_is_zero(prediction):
         loss, _ = diffusion_loss(lambda xt, t: oracle(xt), x0, sched, prediction, generator=gen(18))
         assert (loss.max() < 1e-10) == (name == prediction), (name, loss.max().item())
 
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
+@pytest.mark.parametrize("gamma", [0.5, 5.0, 1e9])
+def test_min_snr_loss_is_clamped_snr_times_x0_error(prediction, gamma):
+    # A model whose implied x0 is off by delta, asked in each parameterisation: Min-SNR's weighted loss must be
+    # min(SNR, γ) ‖delta‖² whatever the target (Hang et al. Eq. 7), so the three parameterisations agree.
+    sched = Schedule.named("cosine", 1000)
+    x0 = torch.rand(8, 3, 4, 4, generator=gen(19), dtype=F64) * 2 - 1
+    delta = 0.1 * torch.randn(x0.shape, generator=gen(20), dtype=F64)
+    _, _, a, s = replay_draws(sched, x0, seed=21)
+    x0_hat = x0 + delta
+    outputs = {"x0": lambda xt: x0_hat, "eps": lambda xt: (xt - a * x0_hat) / s,
+               "v": lambda xt: a * (xt - a * x0_hat) / s - s * x0_hat}
+    loss, _ = diffusion_loss(lambda xt, t: outputs[prediction](xt), x0, sched, prediction, generator=gen(21),
+                             weight=min_snr_weight(prediction, gamma))
+    snr = (a / s).pow(2).flatten()
+    torch.testing.assert_close(loss, snr.clamp(max=gamma) * delta.pow(2).mean((1, 2, 3)))
 
 # --- 9. sampling grids -----------------------------------------------------------------------------------------
 
