@@ -26,7 +26,8 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 
 # variant: overrides of day 6's cpu preset (the rows of the ablation that change the cost of a step)
-SHAPES = {"preset": [], "batch_64": ["--batch_size=64"], "n_res_1": ["--n_res=1"], "channels_24": ["--channels=24"]}
+SHAPES = {"preset": [], "batch_64": ["--batch_size=64"], "n_res_1": ["--n_res=1"], "channels_24": ["--channels=24"],
+          "n_res_1_c24": ["--n_res=1", "--channels=24"]}
 
 
 def load_day6():
