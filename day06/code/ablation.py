@@ -30,7 +30,8 @@ CODE = Path(__file__).resolve().parent
 # name: (overrides of the preset, step multiplier, what it tests).
 # Step multiplier = CPU img/s of the variant / img/s of the preset (x2 for batch 64). The first round used a first
 # measurement (batch 64: 0.91, n_res=1: 1.49, channels=24: 1.37); bench/results/day06_shapes.json re-measured
-# 1.03 / 1.50 / 1.39, so batch_64 had ~11 % fewer steps than its share of CPU time, the others within 2 %.
+# 1.00 / 1.52 / 1.37 (and 1.96 for n_res=1 with 24 channels), so batch_64 had ~9 % fewer steps than its share of
+# CPU time, the others are within 2 % of theirs.
 VARIANTS = {
     "preset":        ([], 1.0, "the cpu preset"),
     "eps":           (["--prediction=eps"], 1.0, "Ho et al.'s eps-prediction"),
