@@ -1,4 +1,4 @@
-"""CPU training speed of day 6's model shapes and batch sizes, as ratios to the `cpu` preset, in one run.
+"""CPU training speed of day 6's model shapes and batch sizes, as ratios to the ablation's start, in one run.
 
 The day-6 ablation (`day06/code/ablation.py`) gives a variant that changes the cost of a step (model shape,
 batch) as many steps as the same CPU time buys; this measures that exchange rate. One training step is
@@ -25,22 +25,23 @@ from common.training import git_commit
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 
-# variant: overrides of day 6's cpu preset (the rows of the ablation that change the cost of a step)
+# variant: overrides of the ablation's starting recipe (its rows that change the cost of a step)
 SHAPES = {"preset": [], "batch_64": ["--batch_size=64"], "n_res_1": ["--n_res=1"], "channels_24": ["--channels=24"],
           "n_res_1_c24": ["--n_res=1", "--channels=24"]}
 
 
-def load_day6():
-    spec = importlib.util.spec_from_file_location("day06_train", ROOT / "day06" / "code" / "train.py")
+def load_day6(stem: str):
+    spec = importlib.util.spec_from_file_location(f"day06_{stem}", ROOT / "day06" / "code" / f"{stem}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 
 
-def stepper(day6, overrides: list[str]):
-    """A closure doing one of day 6's training steps for the preset with `overrides`; also returns its batch."""
-    cfg = apply_overrides(day6.PRESETS["cpu"], overrides)
+def stepper(day6, base: list[str], overrides: list[str]):
+    """A closure doing one of day 6's training steps for the cpu preset with `base` and `overrides`; also
+    returns its batch size."""
+    cfg = apply_overrides(day6.PRESETS["cpu"], base + overrides)
     model, _, loss_fn = day6.build(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
     x0 = torch.rand(cfg.batch_size, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
@@ -60,8 +61,8 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=4, help="training steps per timed block")
     parser.add_argument("--out", type=Path, default=BENCH / "results")
     args = parser.parse_args(argv)
-    day6 = load_day6()
-    steps = {name: stepper(day6, o) for name, o in SHAPES.items()}
+    day6, ablation = load_day6("train"), load_day6("ablation")
+    steps = {name: stepper(day6, ablation.BASE, o) for name, o in SHAPES.items()}
     for step, _ in steps.values():
         step(), step()  # warm-up
     times = {name: [] for name in SHAPES}

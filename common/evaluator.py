@@ -172,6 +172,14 @@ def _class_scores(probs: torch.Tensor, labels: torch.Tensor | None) -> dict:
     return out
 
 
+@torch.no_grad()
+def _floor_class_scores(ev: Evaluator, test: torch.Tensor, n: int) -> dict:
+    """The same confidence scores for n real test digits (the FID floor's): what real data gets."""
+    probs = ev.head(_subsample(test, n)).softmax(dim=1)
+    return {"confident_frac_floor": float((probs.max(dim=1).values > CONFIDENT).float().mean()),
+            "class_entropy_floor": metrics.class_entropy(probs)}
+
+
 def _rounded(value):
     if isinstance(value, float):
         return round(value, 4)
@@ -195,4 +203,5 @@ def score_images(x: torch.Tensor, labels: torch.Tensor | None = None,
     scores |= _fid_scores(feat, ref, test)
     scores |= _pr_scores(feat, ref, test)
     scores |= _class_scores(probs, labels)
+    scores |= _floor_class_scores(ev, test, len(x))
     return {key: _rounded(value) for key, value in scores.items()}

@@ -48,7 +48,7 @@ ABLATION = ROOT / "day06" / "code" / "ablation.py"
 
 
 def test_ablation_runs_variants_through_train_py_and_tabulates_them(tmp_path):
-    subprocess.run([sys.executable, str(ABLATION), "--preset", "smoke", "--only", "preset,min_snr", "--jobs", "2",
+    subprocess.run([sys.executable, str(ABLATION), "--preset", "smoke", "--only", "preset,min_snr", "--jobs", "2", "--steps", "30",
                     "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300, check=True)
     rows = {r["variant"]: r for r in json.loads((tmp_path / "ablation.json").read_text())}
     assert set(rows) == {"preset", "min_snr"} and not any(r.get("failed") for r in rows.values())

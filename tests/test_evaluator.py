@@ -89,6 +89,15 @@ def test_score_images_on_real_digits(test_set):
     assert wrong["class_accuracy"] < 0.05
 
 
+def test_floor_confidence_is_what_the_whole_real_test_split_scores(test_set):
+    # scoring every real test digit as if it were samples must reproduce the floor's confidence scores
+    s = score_images(test_set.x)
+    assert s["floor_n"] == len(test_set.x)
+    assert s["confident_frac_floor"] == pytest.approx(s["confident_frac"], abs=1e-4)
+    assert s["class_entropy_floor"] == pytest.approx(s["class_entropy"], abs=1e-3)
+    assert 0.5 < s["confident_frac_floor"] < 1
+
+
 def test_score_images_on_noise():
     s = score_images(_outliers()["uniform noise"])
     assert s["fid"] > 100 * s["fid_floor"] and s["precision"] < 0.05

@@ -48,8 +48,9 @@ class Config(TrainConfig):
 PRESETS = {
     "smoke": Config(steps=30, batch_size=32, channels=16, n_res=1, warmup=5, sample_every=15, ckpt_every=15,
                     log_every=5, sample_steps=10, n_samples=64),
-    "cpu": Config(steps=1200, batch_size=128, lr=2e-3, warmup=100, ema_decay=0.995, sample_every=300, ckpt_every=100,
-                  keep_every=400),
+    # the ablation's winner (README): a small, fast network trained for more steps beats a bigger one on a CPU budget
+    "cpu": Config(steps=2400, batch_size=128, lr=2e-3, warmup=100, ema_decay=0.995, channels=24, n_res=1,
+                  sample_every=400, ckpt_every=200, keep_every=800),
     "gpu": Config(steps=40_000, batch_size=256, lr=2e-4, warmup=1000, ema_decay=0.9999, channels=64,
                   attn_res=(7, 14), sample_every=5000, ckpt_every=2000, sample_steps=1000, n_samples=10_000),
 }
@@ -158,8 +159,9 @@ def main(argv=None):
                      "fid<=3*floor": scores["fid"] <= 3 * scores["fid_floor"]},
     }
     write_metrics(out, metrics, cfg, run, time.time() - start)
-    print(f"FID {scores['fid']:.2f} (floor {scores['fid_floor']:.2f}), confident {scores['confident_frac']:.1%}, "
-          f"class entropy {scores['class_entropy']:.3f}; results in {out}")
+    print(f"FID {scores['fid']:.2f} (floor {scores['fid_floor']:.2f}), confident {scores['confident_frac']:.1%} "
+          f"(real test digits {scores['confident_frac_floor']:.1%}), class entropy {scores['class_entropy']:.3f}; "
+          f"results in {out}")
 
 
 if __name__ == "__main__":
