@@ -27,7 +27,9 @@ ROOT = BENCH.parent
 
 # variant: overrides of the ablation's starting recipe (its rows that change the cost of a step)
 SHAPES = {"preset": [], "batch_64": ["--batch_size=64"], "n_res_1": ["--n_res=1"], "channels_24": ["--channels=24"],
-          "n_res_1_c24": ["--n_res=1", "--channels=24"]}
+          "n_res_1_c24": ["--n_res=1", "--channels=24"], "n_res_1_c16": ["--n_res=1", "--channels=16"],
+          "n_res_1_c24_no_attn": ["--n_res=1", "--channels=24", "--attn_res="],
+          "n_res_1_c24_two_levels": ["--n_res=1", "--channels=24", "--mults=1,2", "--attn_res="]}
 
 
 def load_day6(stem: str):
