@@ -4,9 +4,10 @@ Both trainers are step-based, so each first times a few of its own steps and tur
 step count B / (seconds per step); then both train, sample 1 -> 0 with the same number of ancestral
 steps and the same n, and are scored by the shared MNIST evaluator (FID with its real-vs-real floor).
 
-    ours       day 6's cpu preset as it is (imported from day06/code/train.py): common.nets.UNet,
-               v-prediction, cosine schedule, AdamW lr 2e-3, batch 64, EMA 0.995, bf16 autocast,
-               trained by common.loop.fit and sampled by day 6's `sample` (common.diffusion.ddpm)
+    ours       day 6's cpu preset as it is (imported from day06/code/train.py): common.nets.UNet
+               (24 channels, one ResBlock per level), v-prediction, cosine schedule, AdamW lr 2e-3,
+               batch 128, EMA 0.995, bf16 autocast, trained by common.loop.fit and sampled by day 6's
+               `sample` (common.diffusion.ddpm)
     diffusers  examples/unconditional_image_generation/train_unconditional.py without accelerate:
                UNet2DModel (sized for CPU: day 6's layout, width matched to our parameter count),
                DDPMScheduler(1000, "linear"), eps-prediction, AdamW lr 1e-4, betas (0.95, 0.999),

@@ -30,7 +30,7 @@ def count(model: nn.Module, names: tuple[str, ...]) -> int:
 
 
 def test_matched_diffusers_unet_has_our_layout_and_size():
-    """Day 6's cpu shape: same residual blocks, attention layers, resolutions; parameters within 10 %."""
+    """Day 6's starting shape: same residual blocks, attention layers, resolutions; parameters within 10 %."""
     bench = load_throughput_module()
     ucfg = UNetConfig(in_channels=1, channels=32, mults=(1, 2, 2), n_res=2, attn_res=(7,))
     ours = UNet(ucfg)
