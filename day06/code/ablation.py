@@ -5,7 +5,7 @@ ResBlocks per level, 1200 steps of batch 128) with one thing changed, trained an
 (a subprocess per variant, so every number comes from the same code path as the committed results). Variants
 that change the cost of a step (model shape, batch) get their step count scaled by the training speed
 measured on the 2-core CPU (`bench/day06_shapes.py`), so every row costs the same CPU time; the others see
-the same images. The winner, `n_res_1_c24`, is now the cpu preset.
+the same images. The winner, `n_res_1_c16`, is now the cpu preset (with 3900 steps).
 
 A variant takes ~15 minutes on two CPU cores, so the whole table is a GPU job (many variants share one card):
     python day06/code/ablation.py --device cuda --jobs 14 --out /tmp/ablation

@@ -49,8 +49,8 @@ PRESETS = {
     "smoke": Config(steps=30, batch_size=32, channels=16, n_res=1, warmup=5, sample_every=15, ckpt_every=15,
                     log_every=5, sample_steps=10, n_samples=64),
     # the ablation's winner (README): a small, fast network trained for more steps beats a bigger one on a CPU budget
-    "cpu": Config(steps=2400, batch_size=128, lr=2e-3, warmup=100, ema_decay=0.995, channels=24, n_res=1,
-                  sample_every=400, ckpt_every=200, keep_every=800),
+    "cpu": Config(steps=3900, batch_size=128, lr=2e-3, warmup=100, ema_decay=0.995, channels=16, n_res=1,
+                  sample_every=650, ckpt_every=300, keep_every=1300),
     "gpu": Config(steps=40_000, batch_size=256, lr=2e-4, warmup=1000, ema_decay=0.9999, channels=64,
                   attn_res=(7, 14), sample_every=5000, ckpt_every=2000, sample_steps=1000, n_samples=10_000),
 }
