@@ -212,6 +212,7 @@ def main(argv=None):
         torch.set_num_threads(cfg.threads)
     start, load_start = time.time(), load_average()
     device = pick_device(cfg.device)
+    made_by = machine(device)            # commit and date as the run starts: it rewrites tracked result files
     day6 = load_day6()
     cfg6 = day6.PRESETS[cfg.ours_preset]
     ucfg = UNetConfig(in_channels=1, channels=cfg6.channels, mults=cfg6.mults, n_res=cfg6.n_res,
@@ -240,7 +241,7 @@ def main(argv=None):
     ratios = {key: round(ours[key] / theirs[key], 3) for key in ("fid", "train_images_per_s", "samples_per_s")}
     command = " ".join(["python", "bench/ddpm_vs_diffusers.py", *(sys.argv[1:] if argv is None else argv)])
     cfg6 = dataclasses.replace(cfg6, steps=ours["steps"], sample_every=0)            # what ours ran with
-    record = {**machine(device), "command": command,
+    record = {**made_by, "command": command,
               "load_average_1min": {"start": load_start, "end": load_average()},
               "dataset": data.name, "budget_seconds": budget_s, "wall_time_s": round(time.time() - start, 1),
               "config": to_dict(cfg), "ours_config": to_dict(cfg6), "results": {"ours": ours, "diffusers": theirs},

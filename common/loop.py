@@ -15,7 +15,7 @@ import json
 import os
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -41,6 +41,7 @@ class Run:
     dataset: str
     resume: bool = False
     train_seconds: float = 0.0     # filled in by fit(), summed over resumes
+    commit: str = field(default_factory=lambda: git_commit())  # the code as the run starts, before it writes results
 
     @classmethod
     def from_args(cls, args: RunArgs, dataset: str) -> "Run":
@@ -218,7 +219,7 @@ class CsvLog:
 def write_metrics(out: Path, metrics: dict, cfg, run: Run, wall_s: float) -> dict:
     """Write OUT/metrics.json: the numbers plus what produced them (preset, device, data, commit)."""
     record = {"preset": run.preset, "device": str(run.device), "device_name": device_name(run.device),
-              "dataset": run.dataset, "wall_time_s": round(wall_s, 1), "commit": git_commit(),
+              "dataset": run.dataset, "wall_time_s": round(wall_s, 1), "commit": run.commit,
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "torch": torch.__version__, "threads": torch.get_num_threads(),
               "config": to_dict(cfg), **metrics}

@@ -195,3 +195,13 @@ def test_milestone_checkpoints_are_kept(tmp_path):
     kept = sorted(p.name for p in tmp_path.glob("checkpoint_step*.pt"))
     assert kept == ["checkpoint_step000002.pt", "checkpoint_step000004.pt"]
     assert load_checkpoint(tmp_path / kept[0])["step"] == 2
+
+
+def test_a_run_records_the_commit_it_started_from(tmp_path, monkeypatch):
+    # results overwrite tracked files before metrics.json is written; the record must not blame them ("-dirty")
+    import common.loop as loop
+    monkeypatch.setattr(loop, "git_commit", lambda: "at-start")
+    run = loop.Run(tmp_path, torch.device("cpu"), "smoke", "toy")
+    monkeypatch.setattr(loop, "git_commit", lambda: "at-end-dirty")
+    record = loop.write_metrics(tmp_path, {}, TrainConfig(), run, wall_s=1.0)
+    assert record["commit"] == "at-start"
