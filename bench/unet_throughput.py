@@ -3,9 +3,9 @@
 One training step is what every day does: forward, MSE to the noise, backward, AdamW step, on the
 same (B, 1, 28, 28) batch for both networks. Both are built from one description (the 1.7 M-parameter
 shape day 6's ablation starts from: widths 32·(1, 2, 2), 2 residual blocks per level, attention at 7×7);
-diffusers' width is searched so its parameter count lands within 10 % of ours. Measurements alternate ours, diffusers, ours, ... after
-untimed warm-up steps, so a neighbour's load hits both alike, and each number is the median over
-repeats, once in fp32 and once under bf16 autocast.
+diffusers' width is searched so its parameter count lands within 10 % of ours. Measurements alternate ours,
+diffusers, ours, ... after untimed warm-up steps, so a neighbour's load hits both alike, and each number is
+the median over repeats, once in fp32 and once under bf16 autocast.
 
     python bench/unet_throughput.py [--quick] [--profile] [--out DIR] [--key=value ...]
 

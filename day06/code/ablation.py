@@ -133,12 +133,12 @@ def main(argv=None):
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         raise UserError(f"unknown variant(s) {', '.join(unknown)}; choose from: {', '.join(VARIANTS)}")
-    steps = args.steps
+    args.out.mkdir(parents=True, exist_ok=True)
     if args.collect:
         rows = [read_row(name, args.out) for name in names]
     else:
         with ThreadPoolExecutor(args.jobs) as pool:
-            rows = list(pool.map(lambda n: train_variant(n, args.preset, steps, args.device, args.out), names))
+            rows = list(pool.map(lambda n: train_variant(n, args.preset, args.steps, args.device, args.out), names))
     (args.out / "ablation.json").write_text(json.dumps(rows, indent=1) + "\n")
     (args.out / "ablation.md").write_text(table(rows))
     sample_rows(rows, args.out)
