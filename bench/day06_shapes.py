@@ -33,9 +33,10 @@ SHAPES = {"preset": [], "batch_64": ["--batch_size=64"], "n_res_1": ["--n_res=1"
 
 
 def load_day6(stem: str):
+    """day06/code/<stem>.py as a module (a day is a script folder, not a package)."""
     spec = importlib.util.spec_from_file_location(f"day06_{stem}", ROOT / "day06" / "code" / f"{stem}.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
+    sys.modules[spec.name] = module                                   # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 

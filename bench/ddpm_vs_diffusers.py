@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import sys
 import tempfile
@@ -47,10 +46,10 @@ from common.loop import Run, batch_indices, fit
 from common.nets import UNetConfig, count_params
 from common.plotting import save_grid
 from common.training import pick_device
+from day06_shapes import load_day6
 from unet_throughput import diffusers_unet, load_average, machine, matched_diffusers_unet
 
 BENCH = Path(__file__).resolve().parent
-DAY6 = BENCH.parent / "day06" / "code" / "train.py"
 
 
 @dataclass
@@ -73,15 +72,6 @@ class Config:
 DEFAULT = Config()
 QUICK = Config(minutes=0.02, calib_steps=2, sample_steps=4, n_samples=16, ours_preset="smoke", theirs_warmup=5,
                threads=1)
-
-
-def load_day6():
-    """day06/code/train.py as a module (a day is a script folder, not a package)."""
-    spec = importlib.util.spec_from_file_location("day06_train", DAY6)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module                                   # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 # --- ours: day 6, unchanged ---------------------------------------------------------------------------
@@ -213,7 +203,7 @@ def main(argv=None):
     start, load_start = time.time(), load_average()
     device = pick_device(cfg.device)
     made_by = machine(device)            # commit and date as the run starts: it rewrites tracked result files
-    day6 = load_day6()
+    day6 = load_day6("train")
     cfg6 = day6.PRESETS[cfg.ours_preset]
     ucfg = UNetConfig(in_channels=1, channels=cfg6.channels, mults=cfg6.mults, n_res=cfg6.n_res,
                       attn_res=cfg6.attn_res)

@@ -175,9 +175,8 @@ def _class_scores(probs: torch.Tensor, labels: torch.Tensor | None) -> dict:
 @torch.no_grad()
 def _floor_class_scores(ev: Evaluator, test: torch.Tensor, n: int) -> dict:
     """The same confidence scores for n real test digits (the FID floor's): what real data gets."""
-    probs = ev.head(_subsample(test, n)).softmax(dim=1)
-    return {"confident_frac_floor": float((probs.max(dim=1).values > CONFIDENT).float().mean()),
-            "class_entropy_floor": metrics.class_entropy(probs)}
+    real = _class_scores(ev.head(_subsample(test, n)).softmax(dim=1), None)
+    return {"confident_frac_floor": real["confident_frac"], "class_entropy_floor": real["class_entropy"]}
 
 
 def _rounded(value):
