@@ -1,4 +1,4 @@
-"""Day 02's nouns: a convolutional DAE, the corruption, the ideal denoiser, a radial power spectrum.
+"""Day 02's nouns: a convolutional DAE, the corruption, a radial power spectrum.
 
 The one fact behind the day: the minimiser of E ||D(x0 + σ·eps) − x0||² over all functions D is the
 posterior mean D*(xt) = E[x0 | xt] (MSE regression onto x0), and by Tweedie's formula
@@ -55,17 +55,6 @@ def corrupt(x0: Tensor, sigma: Tensor, generator: torch.Generator) -> Tensor:
     """xt = x0 + σ·eps with eps ~ N(0, I), one σ per image (σ: (B,)). Noise drawn on the CPU."""
     eps = torch.randn(x0.shape, generator=generator).to(x0)
     return x0 + sigma.to(x0).view(-1, *[1] * (x0.dim() - 1)) * eps
-
-
-def ideal_denoiser(xt: Tensor, data: Tensor, sigma: float) -> Tensor:
-    """E[x0 | xt] when x0 is uniform over `data` (M, ...): a softmax-weighted average of the data.
-
-    Posterior weights w_i ∝ exp(−||xt − x_i||² / 2σ²) (Bayes with a uniform prior on the M points).
-    The best possible DAE for the training set: at small σ it snaps to the nearest training image.
-    """
-    flat = data.flatten(1)                                          # (M, D)
-    logits = -torch.cdist(xt.flatten(1), flat).pow(2) / (2 * sigma**2)  # (N, M)
-    return (logits.softmax(dim=1) @ flat).view_as(xt)
 
 
 def radial_power_spectrum(x: Tensor) -> tuple[Tensor, Tensor]:

@@ -15,12 +15,12 @@ from typing import Iterator
 
 import torch
 
-from common.diffusion import Schedule
+from common.paths import DiscreteVP
 
 Tensor = torch.Tensor
 
 
-def forward_chain(schedule: Schedule, x0: Tensor, generator: torch.Generator | None = None) -> Iterator[Tensor]:
+def forward_chain(schedule: DiscreteVP, x0: Tensor, generator: torch.Generator | None = None) -> Iterator[Tensor]:
     """x_i = √(1−β_i) x_{i−1} + √β_i ε_i for i = 1..T (Eq. 2 of Ho et al.); yields x_1, ..., x_T."""
     x = x0.clone()
     for beta in schedule.betas.tolist():
@@ -30,7 +30,7 @@ def forward_chain(schedule: Schedule, x0: Tensor, generator: torch.Generator | N
 
 
 @torch.no_grad()
-def chain_vs_closed_form(schedule: Schedule, x0: Tensor, copies: int, every: int,
+def chain_vs_closed_form(schedule: DiscreteVP, x0: Tensor, copies: int, every: int,
                          generator: torch.Generator | None = None) -> dict:
     """Run `copies` chains from each image of x0 (B, D) and compare, every `every` steps, the per-pixel
     mean and variance over the copies with Eq. 4 of Ho et al.: mean √ᾱ_t x_0, variance 1 − ᾱ_t.
@@ -65,7 +65,7 @@ def first_step(condition: Tensor) -> int:
     return int(hits[0]) + 1 if len(hits) else len(condition) + 1
 
 
-def milestones(schedule: Schedule, data_var: float) -> dict:
+def milestones(schedule: DiscreteVP, data_var: float) -> dict:
     """Three precise meanings of "half the signal is gone", as steps i (t = i / T):
 
     half_power      ᾱ_t ≤ 1/2: the signal's share of E‖x_t‖² has halved. For unit-variance data this

@@ -1,0 +1,188 @@
+"""Samplers: generators that walk a time grid from noise to data, one public step function each.
+
+    *_, x = ddim(denoise, x1, uniform_grid(path, 20), path=path)     # the result
+    states = list(ddpm(denoise, x1, ts, path=path, generator=g))     # the whole trajectory
+
+Every sampler has the signature `sampler(denoise, x, ts, *, path, generator=None, **cond)` and yields the
+state after each step; `denoise(x_t, t, **cond)` returns the pair (x̂0, ε̂) (common.predictions), whatever
+the network predicts. Each sampler is a loop over its step `*_step(denoise, x, t, s, *, path, ...)`, which
+moves x from time t to time s < t, so a day can compose steps (start at t0 < 1, paste known pixels between
+steps, alternate with other updates).
+
+Notation (Kingma et al. 2021, Appendix A): alpha_{t|s} = alpha_t / alpha_s and
+sigma²_{t|s} = sigma_t² − alpha_{t|s}² sigma_s² describe q(x_t | x_s); on DDPM's schedule they are
+sqrt(ᾱ_t / ᾱ_s) and β_{t|s} = 1 − ᾱ_t / ᾱ_s.
+
+References
+    Ho, Jain & Abbeel 2020 (DDPM, Alg. 2), arXiv:2006.11239; Nichol & Dhariwal 2021 (respacing), arXiv:2102.09672.
+    Song, Meng & Ermon 2021 (DDIM, Eq. 12), arXiv:2010.02502.
+    Song et al. 2021 (probability-flow ODE, Eq. 13), arXiv:2011.13456.
+    Karras et al. 2022 (EDM, Alg. 1: Heun with an Euler last step), arXiv:2206.00364.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import torch
+from tqdm import tqdm
+
+from common.config import UserError
+from common.paths import AffinePath, as_t
+from common.predictions import Coefficients, Pair, velocity
+
+Tensor = torch.Tensor
+Denoiser = Callable[..., Pair]
+VARIANCES = ("posterior", "beta")
+
+
+def _predict(denoise: Denoiser, x: Tensor, t: Tensor, cond: dict) -> Pair:
+    return denoise(x, as_t(t).expand(len(x)).to(x.device), **cond)
+
+
+def _noise(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Standard normal noise like x, drawn on the CPU (the same numbers on every device)."""
+    return torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+
+
+def transition(path: AffinePath, t: Tensor, s: Tensor) -> tuple[float, float, float, float]:
+    """(alpha_s, sigma_s, alpha_{t|s}, sigma²_{t|s}) in float64 for s < t."""
+    t, s = as_t(t), as_t(s)
+    a_t, s_t, a_s, s_s = path.alpha(t), path.sigma(t), path.alpha(s), path.sigma(s)
+    a_ts = a_t / a_s
+    return a_s, s_s, a_ts, s_t ** 2 - a_ts ** 2 * s_s ** 2
+
+
+def posterior(path: AffinePath, x0: Tensor, xt: Tensor, t: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and variance of q(x_s | x_t, x0) for s < t (Eqs. 6–7 of Ho et al., on any affine path):
+
+        mean = alpha_s sigma²_{t|s} / sigma_t² · x0 + alpha_{t|s} sigma_s² / sigma_t² · x_t
+        var  = sigma²_{t|s} sigma_s² / sigma_t²                                       (Ho's β̃)
+    """
+    a_s, s_s, a_ts, var_ts = transition(path, t, s)
+    s_t2 = path.sigma(as_t(t)) ** 2
+    mean = (a_s * var_ts / s_t2).to(xt) * x0 + (a_ts * s_s ** 2 / s_t2).to(xt) * xt
+    return mean, posterior_variance(path, t, s)
+
+
+def posterior_variance(path: AffinePath, t: Tensor, s: Tensor) -> Tensor:
+    """β̃ = sigma²_{t|s} sigma_s² / sigma_t², the variance of q(x_s | x_t, x0) (float64)."""
+    _, s_s, _, var_ts = transition(path, t, s)
+    return var_ts * s_s ** 2 / path.sigma(as_t(t)) ** 2
+
+
+# --- steps ----------------------------------------------------------------------------------------------
+
+def ddpm_step(denoise: Denoiser, x: Tensor, t: Tensor, s: Tensor, *, path: AffinePath,
+              variance: str = "posterior", generator: torch.Generator | None = None, **cond) -> Tensor:
+    """One ancestral step (Alg. 2 of Ho et al.): x_s ~ N(posterior mean at x̂0, σ²), σ² = β̃ or β_{t|s}."""
+    mean, var = posterior(path, _predict(denoise, x, t, cond).x0, x, t, s)
+    if variance == "beta":  # the upper bound σ² = sigma²_{t|s} of §3.2
+        var = transition(path, t, s)[3]
+    noise = _noise(x, generator)  # drawn at every step, also the last, so the stream does not depend on s
+    return mean + (var.sqrt().to(x) * noise if as_t(s) > 0 else 0)
+
+
+def ddim_step(denoise: Denoiser, x: Tensor, t: Tensor, s: Tensor, *, path: AffinePath, eta: float = 0.0,
+              generator: torch.Generator | None = None, **cond) -> Tensor:
+    """x_s = alpha_s x̂0 + sqrt(sigma_s² − c²) ε̂ + c z with c² = η² β̃ (Eq. 12 of Song et al. 2021a).
+
+    η = 0 is deterministic; η = 1 has the same law as the DDPM step with σ² = β̃.
+    """
+    pred = _predict(denoise, x, t, cond)
+    a_s, s_s, _, _ = transition(path, t, s)
+    c2 = eta ** 2 * posterior_variance(path, t, s)
+    x_s = a_s.to(x) * pred.x0 + (s_s ** 2 - c2).clamp(min=0).sqrt().to(x) * pred.eps
+    return x_s + c2.sqrt().to(x) * _noise(x, generator) if eta > 0 else x_s  # η = 0 draws no noise
+
+
+def euler_step(denoise: Denoiser, x: Tensor, t: Tensor, s: Tensor, *, path: AffinePath,
+               generator: torch.Generator | None = None, **cond) -> Tensor:
+    """x_s = x_t + (s − t) u(x_t, t) on the probability-flow ODE dx/dt = d_alpha x̂0 + d_sigma ε̂."""
+    u = velocity(_predict(denoise, x, t, cond), Coefficients.at(path, t, x))
+    return x + (as_t(s) - as_t(t)).to(x) * u
+
+
+def heun_step(denoise: Denoiser, x: Tensor, t: Tensor, s: Tensor, *, path: AffinePath,
+              generator: torch.Generator | None = None, **cond) -> Tensor:
+    """Heun's 2nd-order step (Alg. 1 of Karras et al.): Euler, then the average of the slopes at t and s.
+
+    The last step (s = 0) stays an Euler step: the velocity at the data end is not defined for every
+    prediction (ε̂ = (x − alpha x̂0) / sigma divides by sigma = 0).
+    """
+    h = (as_t(s) - as_t(t)).to(x)
+    u_t = velocity(_predict(denoise, x, t, cond), Coefficients.at(path, t, x))
+    x_euler = x + h * u_t
+    if as_t(s) <= 0:
+        return x_euler
+    u_s = velocity(_predict(denoise, x_euler, s, cond), Coefficients.at(path, s, x))
+    return x + h * (u_t + u_s) / 2
+
+
+# --- samplers: a loop over a step -----------------------------------------------------------------------
+
+def _walk(step: Callable, denoise: Denoiser, x: Tensor, ts: Tensor, **kw) -> Iterator[Tensor]:
+    for t, s in zip(ts[:-1], ts[1:]):
+        x = step(denoise, x, t, s, **kw)
+        yield x
+
+
+@torch.no_grad()
+def ddpm(denoise, x, ts, *, path, variance="posterior", generator=None, **cond) -> Iterator[Tensor]:
+    """Ancestral sampling (Alg. 2 of Ho et al.; on a respaced grid, §4 of Nichol & Dhariwal)."""
+    if variance not in VARIANCES:
+        raise UserError(f"unknown variance '{variance}'; choose one of: {', '.join(VARIANCES)}")
+    yield from _walk(ddpm_step, denoise, x, ts, path=path, variance=variance, generator=generator, **cond)
+
+
+@torch.no_grad()
+def ddim(denoise, x, ts, *, path, eta=0.0, generator=None, **cond) -> Iterator[Tensor]:
+    """DDIM (Song, Meng & Ermon 2021, Eq. 12): η = 0 deterministic, η = 1 ancestral."""
+    if not 0 <= eta <= 1:
+        raise UserError(f"eta={eta}: choose a value in [0, 1]")
+    yield from _walk(ddim_step, denoise, x, ts, path=path, eta=eta, generator=generator, **cond)
+
+
+@torch.no_grad()
+def euler(denoise, x, ts, *, path, generator=None, **cond) -> Iterator[Tensor]:
+    """Euler's method on the probability-flow ODE (Song et al. 2021, Eq. 13), one network call a step."""
+    yield from _walk(euler_step, denoise, x, ts, path=path, **cond)
+
+
+@torch.no_grad()
+def heun(denoise, x, ts, *, path, generator=None, **cond) -> Iterator[Tensor]:
+    """Heun's method on the probability-flow ODE (Karras et al. 2022, Alg. 1), two calls a step."""
+    yield from _walk(heun_step, denoise, x, ts, path=path, **cond)
+
+
+SAMPLERS = {"ddpm": ddpm, "ddim": ddim, "euler": euler, "heun": heun}
+
+
+def nfe(sampler: Callable, ts: Tensor) -> int:
+    """Network calls a sampler makes on the grid ts (Heun: two per step but one on the last)."""
+    steps = len(ts) - 1
+    return 2 * steps - int(as_t(ts[-1]) <= 0) if sampler is heun else steps
+
+
+# --- many samples ---------------------------------------------------------------------------------------
+
+def last(states: Iterator[Tensor]) -> Tensor:
+    """The final state of a sampler, without holding the others (1000 states of a batch would be ~1 GB)."""
+    x = None
+    for x in states:
+        pass
+    return x
+
+
+@torch.no_grad()
+def sample_batched(sampler: Callable, denoise: Denoiser, noise: Tensor, ts: Tensor, *, path: AffinePath,
+                   device: torch.device | str = "cpu", batch: int = 250, bf16: bool = True,
+                   generator: torch.Generator | None = None, desc: str = "sample", **kw) -> Tensor:
+    """Run `sampler` from each row of `noise` (N, ...) in chunks of `batch` under bf16 autocast; keep the
+    last states, as float32 on the CPU. The same (noise, generator, batch) gives the same samples."""
+    device = torch.device(device)
+    out = []
+    for chunk in tqdm(noise.split(batch), desc=desc, leave=False):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            x = last(sampler(denoise, chunk.to(device), ts, path=path, generator=generator, **kw))
+        out.append(x.float().cpu())
+    return torch.cat(out)
