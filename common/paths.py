@@ -129,7 +129,7 @@ class DiscreteVP(AffinePath):
         self.log_alpha_bar = torch.cat([torch.zeros(1, dtype=F64), torch.cumsum(torch.log1p(-self.betas), 0)])
 
     @classmethod
-    def named(cls, kind: str, n_steps: int = 1000) -> "DiscreteVP":
+    def named(cls, kind: str, n_steps: int = 1000) -> DiscreteVP:
         return cls(make_betas(kind, n_steps), kind)
 
     @property
@@ -155,8 +155,15 @@ class DiscreteVP(AffinePath):
         return torch.where(on_level, self.alpha_bar[self.index(t).clamp(0, self.n_steps)], between)
 
     def _dlog_ab(self, t: Tensor) -> Tensor:
+        """d log ᾱ / dt: T log(1 − β_i) inside step i. At a level the rate jumps; there it is the mean of the two
+        steps' rates, so that an ODE solver whose grid points are levels (every uniform_grid) errs by ±half a
+        jump at both ends of a step, which cancels, instead of taking the rate of the step outside its own."""
         i, _ = self._cell(t)
-        return self.n_steps * (self.log_alpha_bar[i + 1] - self.log_alpha_bar[i])
+        rate = self.n_steps * self.log_alpha_bar.diff()                          # (T,)  rate[i] on (i, i+1) / T
+        k = self.index(t)
+        on_level = (t * self.n_steps - k).abs() < self.LATTICE_TOL
+        mean = (rate[(k - 1).clamp(0, self.n_steps - 1)] + rate[k.clamp(max=self.n_steps - 1)]) / 2
+        return torch.where(on_level, mean, rate[i])
 
     def alpha(self, t): return self.alpha_bar_at(t).sqrt()
     def sigma(self, t): return (1 - self.alpha_bar_at(t)).sqrt()

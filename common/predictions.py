@@ -20,7 +20,8 @@ References
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
@@ -45,7 +46,7 @@ class Coefficients(NamedTuple):
     norm2: Tensor
 
     @classmethod
-    def at(cls, path: AffinePath, t: Tensor | float, like: Tensor) -> "Coefficients":
+    def at(cls, path: AffinePath, t: Tensor | float, like: Tensor) -> Coefficients:
         t = as_t(t)
         return cls(*(broadcast(f(t), like) for f in (path.alpha, path.sigma, path.d_alpha, path.d_sigma,
                                                       path.norm2)))

@@ -78,3 +78,24 @@ def test_ddpm_vs_diffusers_quick(tmp_path):
     assert set(record["ratios_ours_over_diffusers"]) == {"fid", "train_images_per_s", "samples_per_s"}
     for label in ("FID (lower is better)", "train images/s", "samples/s", "-> "):
         assert label in stdout, label
+
+
+def test_samplers_quick(tmp_path):
+    stdout = run_bench("samplers.py", tmp_path)
+    record = json.loads((tmp_path / "samplers.json").read_text())
+    floor, flow = record["floor"], record["exact_flow"]
+    assert floor["sliced_w1_min"] <= floor["sliced_w1"] <= floor["sliced_w1_max"]
+    assert abs(floor["spread"] - 0.1) < 0.03                      # true samples: within-mode std 0.1
+    assert set(record["results"]) == {"ddpm posterior", "ddpm beta", "ddim eta=0", "euler", "heun",
+                                      "euler (linear path)", "heun (linear path)"}
+    for label, r in record["results"].items():
+        assert [row["nfe_target"] for row in r["rows"]] == record["config"]["nfes"]
+        for row in r["rows"]:
+            assert row["nfe"] == (2 * row["steps"] - 1 if r["sampler"] == "heun" else row["steps"]) <= row["nfe_target"]
+            assert math.isfinite(row["sliced_w1"]) and 0 <= row["mass_error"] <= 1 and row["spread"] > 0
+            assert label in stdout
+    # the ODE samplers head for the exact flow of the same noise; with 200 samples (quick) its sampling noise
+    # dwarfs their discretisation error, so at 10 steps Euler is already within 5 % of it
+    euler_10 = record["results"]["euler (linear path)"]["rows"][-1]
+    assert abs(euler_10["sliced_w1"] / flow["sliced_w1"] - 1) < 0.05 and flow["nfe"] > 10
+    assert (tmp_path / "samplers.png").is_file()
