@@ -271,9 +271,11 @@ def band_times(path: AffinePath, band: int, bins: int, n: int, generator: torch.
 def _checked(path: AffinePath, u: Tensor, n: int) -> Tensor:
     """Grid units -> times, refusing grids whose rounding to the schedule's levels repeats a time."""
     ts = path.on_grid(u)
-    if n < 1 or bool((ts[1:] >= ts[:-1]).any()):
-        limit = f" (at most {path.n_steps} on this {path.n_steps}-level schedule)" if hasattr(path, "n_steps") else ""
-        raise UserError(f"steps={n}: choose a number of sampling steps of at least 1{limit}")
+    if n < 1:
+        raise UserError(f"steps={n}: choose at least 1 sampling step")
+    if bool((ts[1:] >= ts[:-1]).any()):
+        raise UserError(f"steps={n}: rounded to this {path.scale}-level schedule the grid repeats a level; choose "
+                        f"fewer steps (at most {path.scale} on a uniform grid)")
     return ts
 
 

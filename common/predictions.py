@@ -90,7 +90,7 @@ def denoiser(model: Callable, prediction: str, path: AffinePath) -> Callable[...
     check_prediction(prediction)
 
     def denoise(xt: Tensor, t: Tensor, **cond) -> Pair:
-        out = model(xt, torch.as_tensor(t).to(xt), **cond)
+        out = model(xt, torch.as_tensor(t).to(xt.device), **cond)   # t stays float64: exact oracles need it
         return to_pair(prediction, xt, out.to(xt.dtype), Coefficients.at(path, t, xt))
     return denoise
 

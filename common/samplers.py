@@ -21,7 +21,8 @@ References
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 
 import torch
 from tqdm import tqdm
@@ -167,9 +168,7 @@ def nfe(sampler: Callable, ts: Tensor) -> int:
 
 def last(states: Iterator[Tensor]) -> Tensor:
     """The final state of a sampler, without holding the others (1000 states of a batch would be ~1 GB)."""
-    x = None
-    for x in states:
-        pass
+    (x,) = deque(states, maxlen=1)
     return x
 
 
