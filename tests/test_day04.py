@@ -14,7 +14,7 @@ import pytest
 import torch
 from scipy import integrate, stats
 
-from common.diffusion import SCHEDULES, Schedule
+from common.paths import SCHEDULES, DiscreteVP
 
 from conftest import load_day
 
@@ -35,7 +35,7 @@ def gen(seed: int = 0) -> torch.Generator:
 @pytest.mark.parametrize("kind", SCHEDULES)
 def test_chain_moments_telescope_to_the_closed_form(kind):
     """Mean and variance of x_i = √(1−β_i) x_{i−1} + √β_i ε, propagated step by step in numpy."""
-    sched = Schedule.named(kind, 1000)
+    sched = DiscreteVP.named(kind, 1000)
     x0 = np.array([-1.0, 0.25, 1.0])
     mean, var = x0.copy(), 0.0
     for i, beta in enumerate(sched.betas.numpy(), start=1):
@@ -46,7 +46,7 @@ def test_chain_moments_telescope_to_the_closed_form(kind):
 
 
 def test_forward_chain_is_the_recursion():
-    sched = Schedule.named("cosine", 5)
+    sched = DiscreteVP.named("cosine", 5)
     x0 = torch.randn(2, 3, generator=gen(1), dtype=F64)
     states = list(forward.forward_chain(sched, x0, gen(2)))
     g, x = gen(2), x0
@@ -57,7 +57,7 @@ def test_forward_chain_is_the_recursion():
 
 
 def test_monte_carlo_check_accepts_the_truth_and_rejects_a_wrong_closed_form():
-    sched = Schedule.named("linear", 100)
+    sched = DiscreteVP.named("linear", 100)
     x0 = torch.rand(2, 500, generator=gen(3)) * 2 - 1  # 1000 independent pixel chains ...
     right = forward.chain_vs_closed_form(sched, x0, copies=400, every=10, generator=gen(4))  # ... 400 times
     assert right["steps"] == list(range(10, 101, 10))
@@ -65,7 +65,7 @@ def test_monte_carlo_check_accepts_the_truth_and_rejects_a_wrong_closed_form():
     assert right["rms_z_mean"] == pytest.approx(1, abs=0.1)
     assert right["rms_z_var"] == pytest.approx(1, abs=0.1)
     assert max(right["max_abs_z_mean"], right["max_abs_z_var"]) < 6
-    wrong = Schedule(sched.betas)
+    wrong = DiscreteVP(sched.betas)
     wrong.alpha_bar = wrong.alpha_bar ** 2  # the classic slip: x_t = ᾱ x_0 + (1 − ᾱ) ε, roots forgotten
     bad = forward.chain_vs_closed_form(wrong, x0, copies=400, every=10, generator=gen(4))
     assert bad["rms_z_mean"] > 2 and bad["rms_z_var"] > 3
@@ -75,7 +75,7 @@ def test_monte_carlo_check_accepts_the_truth_and_rejects_a_wrong_closed_form():
 
 @pytest.mark.parametrize("kind", SCHEDULES)
 def test_milestones_match_a_brute_force_search(kind):
-    sched = Schedule.named(kind, 1000)
+    sched = DiscreteVP.named(kind, 1000)
     ab = sched.alpha_bar.numpy()
     brute = {level: next(i for i in range(1, 1001) if ab[i] <= level) for level in (0.5, 0.25)}
     m = forward.milestones(sched, data_var=1.0)
@@ -91,12 +91,12 @@ def test_linear_half_power_step_from_the_small_beta_approximation():
     T, b1, bT = 1000, 1e-4, 0.02
     c = (bT - b1) / (2 * (T - 1))
     i = (-(b1 - c) + math.sqrt((b1 - c) ** 2 + 4 * c * math.log(2))) / (2 * c)
-    got = forward.milestones(Schedule.named("linear", T), 1.0)["half_power_step"]
+    got = forward.milestones(DiscreteVP.named("linear", T), 1.0)["half_power_step"]
     assert abs(got - i) < 3  # log(1 − β) ≈ −β − β²/2: the neglected term moves i by about one step
 
 
 def test_prior_kl_matches_the_per_pixel_closed_form():
-    sched = Schedule.named("quadratic", 1000)  # the schedule that ends furthest from N(0, I)
+    sched = DiscreteVP.named("quadratic", 1000)  # the schedule that ends furthest from N(0, I)
     x = torch.rand(5, 1, 4, 4, generator=gen(5), dtype=F64) * 2 - 1
     summary = train.schedule_summary(sched, x, data_var=0.5)
     ab = sched.alpha_bar[-1].item()
@@ -125,7 +125,7 @@ def test_colour_pictures(tmp_path):
     """The CIFAR-10 path (not exercised offline) on fake 3-channel images."""
     cfg = train.PRESETS["smoke"]
     x = torch.rand(6, 3, 8, 8, generator=gen(6)) * 2 - 1
-    schedules = {k: Schedule.named(k, cfg.n_steps) for k in cfg.schedules}
+    schedules = {k: DiscreteVP.named(k, cfg.n_steps) for k in cfg.schedules}
     train.save_trajectories(x, torch.randn(x.shape, generator=gen(7)), schedules, cfg, tmp_path, "fake")
     for name in ("trajectories_fake_schedules.png", "trajectories_fake.png", "forward_fake.gif"):
         assert (tmp_path / name).stat().st_size > 0

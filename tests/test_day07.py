@@ -14,8 +14,10 @@ import pytest
 import torch
 
 from common.config import UserError
-from common.diffusion import Schedule, ddpm, eps_model
 from common.nets import UNet, UNetConfig
+from common.paths import DiscreteVP, uniform_grid
+from common.predictions import clipped, denoiser
+from common.samplers import ddpm, last
 
 ROOT = Path(__file__).resolve().parents[1]
 F64 = torch.float64
@@ -41,22 +43,23 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-def point_denoiser(schedule: Schedule, x_star: torch.Tensor):
-    """The exact ε-predictor of a dataset holding the single image x_star: ε = (x_t − α_t x*) / σ_t."""
+def point_denoiser(schedule: DiscreteVP, x_star: torch.Tensor):
+    """The exact ε-predictor of a dataset holding the single image x_star, ε = (x_t − α_t x*) / σ_t, as the
+    denoiser day 7 samples with (x̂_0 clipped to [-1, 1], as day 7's load_day6 hands it over)."""
     def eps_fn(xt, t):
         alpha, sigma = schedule.alpha_sigma(t, xt)
         return (xt - alpha * x_star) / sigma
-    return eps_fn
+    return clipped(denoiser(eps_fn, "eps", schedule), schedule)
 
 
 @pytest.mark.parametrize("kind", ["linear", "cosine"])
 def test_recorded_guess_is_the_data_under_an_exact_denoiser(kind):
-    schedule = Schedule.named(kind, 1000)
+    schedule = DiscreteVP.named(kind, 1000)
     x_star = torch.rand(1, 1, 4, 4, generator=torch.Generator().manual_seed(0), dtype=F64) * 1.8 - 0.9
     guesses = []
-    fn = day7.recording_x0(point_denoiser(schedule, x_star), schedule, guesses)
+    fn = day7.recording_x0(point_denoiser(schedule, x_star), guesses)
     x1 = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(1), dtype=F64)
-    final = day7.last(ddpm(fn, x1, schedule.timesteps(25), schedule, generator=torch.Generator().manual_seed(2)))
+    final = last(ddpm(fn, x1, uniform_grid(schedule, 25), path=schedule, generator=torch.Generator().manual_seed(2)))
     assert len(guesses) == 25
     for g in guesses:  # Eq. 15 of Ho et al. inverts Eq. 4 exactly when ε is the true noise
         torch.testing.assert_close(g.double(), x_star.expand(3, -1, -1, -1), rtol=0, atol=1e-6)
@@ -80,11 +83,11 @@ def beta_variance_recursion(ab: list[float]) -> list[float]:
 @pytest.mark.parametrize("variance", ["posterior", "beta"])
 def test_variance_choice_on_a_respaced_grid(variance):
     """σ² = β̃ leaves x_s ~ N(√ᾱ_s x*, 1 − ᾱ_s) exactly (Eq. 7 is the true posterior); σ² = β adds more."""
-    schedule = Schedule.named("linear", 1000)
+    schedule = DiscreteVP.named("linear", 1000)
     x_star = torch.full((1, 1, 1, 1), 0.5, dtype=F64)
-    ts = schedule.timesteps(7)
+    ts = uniform_grid(schedule, 7)
     x1 = torch.randn(40_000, 1, 1, 1, generator=torch.Generator().manual_seed(3), dtype=F64)
-    states = list(ddpm(point_denoiser(schedule, x_star), x1, ts, schedule, variance,
+    states = list(ddpm(point_denoiser(schedule, x_star), x1, ts, path=schedule, variance=variance,
                        generator=torch.Generator().manual_seed(4)))
     ab = [schedule.alpha_bar_at(t).item() for t in ts]
     expected = [1 - a for a in ab[1:]] if variance == "posterior" else beta_variance_recursion(ab)
@@ -109,7 +112,7 @@ def test_one_step_of_each_variance_in_closed_form():
 
 @pytest.mark.parametrize("steps", [1000, 25])
 def test_variance_ratio_is_posterior_variance_over_beta(steps):
-    schedule = Schedule.named("cosine", 1000)
+    schedule = DiscreteVP.named("cosine", 1000)
     ts, ratio = day7.variance_ratio(schedule, steps)
     i = [round(t * 1000) for t in ts] + [0]                            # lattice indices of the grid, 1000 -> 0
     for k, (t_idx, s_idx) in enumerate(zip(i[:-1], i[1:])):
@@ -123,11 +126,11 @@ def test_variance_ratio_is_posterior_variance_over_beta(steps):
 def test_same_seed_gives_bitwise_identical_samples():
     torch.manual_seed(0)
     model = UNet(UNetConfig(channels=8, n_res=1)).eval()
-    schedule = Schedule.named("cosine", 1000)
-    eps_fn = eps_model(model, "v", schedule)
+    schedule = DiscreteVP.named("cosine", 1000)
+    denoise = clipped(denoiser(model, "v", schedule), schedule)
     x1 = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(5))
     cfg = day7.Config(batch=2)
-    a, b, c = (day7.draw(eps_fn, schedule, x1, 4, "posterior", s, cfg, torch.device("cpu")) for s in (1, 1, 2))
+    a, b, c = (day7.draw(denoise, schedule, x1, 4, "posterior", s, cfg, torch.device("cpu")) for s in (1, 1, 2))
     assert torch.equal(a, b)
     assert (a - c).abs().mean() > 1e-3  # the same x_1 with other sampler noise is another sample
 

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from common.diffusion import SCHEDULES, TARGET, Schedule, diffusion_loss
+from common.diffusion import diffusion_loss
+from common.paths import SCHEDULES, DiscreteVP
+from common.predictions import TARGET, Coefficients
 from common.training import step_generator
 
 from conftest import load_day
@@ -32,7 +34,7 @@ def test_every_schedule_trains_on_the_same_t_and_noise():
     x0 = torch.rand(16, 1, 4, 4, generator=torch.Generator().manual_seed(0), dtype=F64) * 2 - 1
     seen = {}
     for kind in ("linear", "cosine"):
-        schedule = Schedule.named(kind, 1000)
+        schedule = DiscreteVP.named(kind, 1000)
 
         def model(xt, t):
             alpha, sigma = schedule.alpha_sigma(t, xt)
@@ -47,13 +49,13 @@ def test_every_schedule_trains_on_the_same_t_and_noise():
 @pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
 @pytest.mark.parametrize("kind", SCHEDULES)
 def test_exact_denoiser_has_zero_x0_error(kind, prediction):
-    """For a dataset of one image x*, the exact network output is TARGET[prediction](x*, ε(x_t), α, σ)."""
-    schedule = Schedule.named(kind, 1000)
+    """For a dataset of one image x*, the exact network output is TARGET[prediction](x*, ε(x_t), c), c the path at t."""
+    schedule = DiscreteVP.named(kind, 1000)
     x_star = torch.rand(1, 1, 4, 4, generator=torch.Generator().manual_seed(1), dtype=F64) * 1.8 - 0.9
 
     def oracle(xt, t):
-        alpha, sigma = schedule.alpha_sigma(t, xt)
-        return TARGET[prediction](x_star, (xt - alpha * x_star) / sigma, alpha, sigma)
+        c = Coefficients.at(schedule, t, xt)
+        return TARGET[prediction](x_star, (xt - c.alpha * x_star) / c.sigma, c)
     cfg = day8.Config(prediction=prediction, bf16=False)
     x0 = x_star.expand(8, -1, -1, -1)
     eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(2), dtype=F64)
@@ -70,7 +72,7 @@ def test_error_per_snr_uses_the_nearest_lattice_time():
     x0 = torch.zeros(2, 1, 4, 4, dtype=F64)
     eps = torch.ones_like(x0)
     for kind in SCHEDULES:
-        schedule = Schedule.named(kind, 1000)
+        schedule = DiscreteVP.named(kind, 1000)
         asked = []
 
         def model(xt, t):
@@ -82,7 +84,7 @@ def test_error_per_snr_uses_the_nearest_lattice_time():
         expected = [(np.argmin(abs(snr - s)) + 1) / 1000 for s in cfg.snr_db if abs(snr - s).min() <= 1]
         assert asked == pytest.approx(expected, abs=1e-6)
         assert list(errors) == [f"{s:g}" for s in cfg.snr_db if abs(snr - s).min() <= 1]
-    assert "-40" not in day8.error_per_snr(model, Schedule.named("quadratic", 1000), cfg, x0, eps, "cpu")
+    assert "-40" not in day8.error_per_snr(model, DiscreteVP.named("quadratic", 1000), cfg, x0, eps, "cpu")
 
 
 def test_smoke_run(tmp_path):

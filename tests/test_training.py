@@ -8,12 +8,13 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from common.config import UserError, apply_overrides, cli
-from common.diffusion import Schedule, diffusion_loss
+from common.diffusion import diffusion_loss
 from common.loop import Run, batch_indices, fit
 from common.nets import MLP, MLPConfig
+from common.paths import DiscreteVP
 from common.training import EMA, TrainConfig, load_checkpoint, load_model, lr_at
 
-SCHEDULE = Schedule.named("cosine", 100)
+SCHEDULE = DiscreteVP.named("cosine", 100)
 
 
 def toy_data(n=96):
