@@ -12,11 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import load_day
 from scipy import integrate, stats
 
 from common.paths import SCHEDULES, DiscreteVP
-
-from conftest import load_day
 
 ROOT = Path(__file__).resolve().parents[1]
 CODE = ROOT / "day04" / "code"

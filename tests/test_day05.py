@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import load_day
 from scipy import special, stats
 
 from common.denoisers import MixtureDenoiser, effective_count, responsibilities
@@ -20,8 +21,6 @@ from common.paths import DiscreteVP, band_times, uniform_grid
 from common.predictions import PREDICTIONS, Coefficients, denoiser
 from common.samplers import ddpm, posterior
 from common.toy2d import GaussianMixture
-
-from conftest import load_day
 
 ROOT = Path(__file__).resolve().parents[1]
 F64 = torch.float64

@@ -11,13 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import load_day
 
 from common.diffusion import diffusion_loss
 from common.paths import SCHEDULES, DiscreteVP
 from common.predictions import TARGET, Coefficients
 from common.training import step_generator
-
-from conftest import load_day
 
 ROOT = Path(__file__).resolve().parents[1]
 F64 = torch.float64
@@ -36,7 +35,7 @@ def test_every_schedule_trains_on_the_same_t_and_noise():
     for kind in ("linear", "cosine"):
         schedule = DiscreteVP.named(kind, 1000)
 
-        def model(xt, t):
+        def model(xt, t, schedule=schedule, kind=kind):  # bound now: the loop moves on
             alpha, sigma = schedule.alpha_sigma(t, xt)
             seen[kind] = (t.clone(), (xt - alpha * x0) / sigma)
             return torch.zeros_like(xt)
@@ -75,7 +74,7 @@ def test_error_per_snr_uses_the_nearest_lattice_time():
         schedule = DiscreteVP.named(kind, 1000)
         asked = []
 
-        def model(xt, t):
+        def model(xt, t, asked=asked):
             asked.append(t[0].item())
             return torch.zeros_like(xt)
         errors = day8.error_per_snr(model, schedule, cfg, x0, eps, "cpu")

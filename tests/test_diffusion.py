@@ -445,7 +445,7 @@ def test_diffusion_loss_of_oracle_is_zero(prediction):
                "velocity": lambda xt: da * x0 + ds * (xt - a * x0) / s,
                "score": lambda xt: -(xt - a * x0) / s ** 2}
     for name, oracle in oracles.items():
-        loss, _ = diffusion_loss(lambda xt, t: oracle(xt), x0, sched, prediction, generator=gen(18))
+        loss, _ = diffusion_loss(lambda xt, t, f=oracle: f(xt), x0, sched, prediction, generator=gen(18))
         assert (loss.max() < 1e-10) == (name == prediction), (name, loss.max().item())
 
 
