@@ -55,7 +55,7 @@ def make_betas(kind: str, n_steps: int = 1000, beta_1: float = 1e-4, beta_T: flo
 
 def as_t(t: Tensor | float) -> Tensor:
     """Times as a float64 CPU tensor (the coefficients are a few numbers per batch)."""
-    return torch.as_tensor(t).detach().cpu().to(F64)
+    return torch.as_tensor(t, dtype=F64).detach().cpu() if not torch.is_tensor(t) else t.detach().cpu().to(F64)
 
 
 def broadcast(c: Tensor, like: Tensor) -> Tensor:
@@ -120,7 +120,7 @@ class DiscreteVP(AffinePath):
         d log ᾱ / dt = T log(1 − β_i),   d_alpha = ½ alpha · d log ᾱ/dt,   d_sigma = −½ (ᾱ / sigma) · d log ᾱ/dt.
     """
     variance_preserving = True
-    LATTICE_TOL = 1e-9  # |t·T − i| below this counts as the level i itself
+    LATTICE_TOL = 1e-4  # |t·T − i| below this is the level i itself (a float32 time i/T is off by up to ~3e-5)
 
     def __init__(self, betas: Tensor, name: str = "discrete"):
         self.name = name
@@ -268,11 +268,15 @@ def band_times(path: AffinePath, band: int, bins: int, n: int, generator: torch.
 
 # --- time grids for samplers: explicit tensors from t0 (1: pure noise) down to 0 -------------------------
 
+def _steps(n: int) -> int:
+    if n < 1:
+        raise UserError(f"steps={n}: choose at least 1 sampling step")
+    return n
+
+
 def _checked(path: AffinePath, u: Tensor, n: int) -> Tensor:
     """Grid units -> times, refusing grids whose rounding to the schedule's levels repeats a time."""
     ts = path.on_grid(u)
-    if n < 1:
-        raise UserError(f"steps={n}: choose at least 1 sampling step")
     if bool((ts[1:] >= ts[:-1]).any()):
         raise UserError(f"steps={n}: rounded to this {path.scale}-level schedule the grid repeats a level; choose "
                         f"fewer steps (at most {path.scale} on a uniform grid)")
@@ -281,12 +285,12 @@ def _checked(path: AffinePath, u: Tensor, n: int) -> Tensor:
 
 def uniform_grid(path: AffinePath, n: int, t0: float = 1.0) -> Tensor:
     """n steps evenly spaced in t from t0 down to 0 (t0 < 1: start part-way, as SDEdit does)."""
-    return _checked(path, torch.linspace(t0 * path.scale, 0, n + 1, dtype=F64), n)
+    return _checked(path, torch.linspace(t0 * path.scale, 0, _steps(n) + 1, dtype=F64), n)
 
 
 def quadratic_grid(path: AffinePath, n: int, t0: float = 1.0) -> Tensor:
     """n steps with t ∝ (i / n)²: dense near the data (the 'quadratic' grid of Song et al. 2021a, DDIM §D.2)."""
-    return _checked(path, path.scale * t0 * torch.linspace(1, 0, n + 1, dtype=F64) ** 2, n)
+    return _checked(path, path.scale * t0 * torch.linspace(1, 0, _steps(n) + 1, dtype=F64) ** 2, n)
 
 
 def edm_grid(path: AffinePath, n: int, t0: float = 1.0, t_min: float = 1e-3, rho: float = 7.0,
@@ -300,7 +304,7 @@ def edm_grid(path: AffinePath, n: int, t0: float = 1.0, t_min: float = 1e-3, rho
     """
     s_max, s_min = (torch.exp(-path.log_snr(torch.tensor([t], dtype=F64)) / 2).clamp(max=s_cap)
                     for t in (t0, t_min))
-    i = torch.arange(n, dtype=F64) / max(n - 1, 1)
+    i = torch.arange(_steps(n), dtype=F64) / max(n - 1, 1)
     s = (s_max ** (1 / rho) + i * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho   # (n,) decreasing
     ts = torch.cat([path.t_from_log_snr(-2 * s.log()), torch.zeros(1, dtype=F64)])
     ts[0] = t0  # exact start, whatever the round trip through λ gave
