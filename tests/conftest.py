@@ -44,3 +44,7 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+# A subprocess limit that catches a hang, never a slow machine: CI may share its two cores with other work.
+HANG_TIMEOUT = 1800

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import HANG_TIMEOUT
 from torch import nn
 
 from common.nets import Attention, ResBlock, UNet, UNetConfig, count_params
@@ -34,7 +35,7 @@ def test_matched_diffusers_unet_has_our_layout_and_size():
     bench = load_throughput_module()
     ucfg = UNetConfig(in_channels=1, channels=32, mults=(1, 2, 2), n_res=2, attn_res=(7,))
     ours = UNet(ucfg)
-    theirs, tried = bench.matched_diffusers_unet(ucfg, 28)
+    theirs, tried = bench.matched_diffusers_unet(ucfg)
     assert abs(count_params(theirs) / count_params(ours) - 1) <= 0.10
     assert theirs.config.block_out_channels == (32, 64, 64)               # the width the search picks
     assert count(theirs, ("ResnetBlock2D",)) == count(ours, (ResBlock.__name__,)) == 17
@@ -44,7 +45,7 @@ def test_matched_diffusers_unet_has_our_layout_and_size():
 
 def run_bench(script: str, out: Path) -> str:
     done = subprocess.run([sys.executable, f"bench/{script}", "--quick", "--out", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=HANG_TIMEOUT)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
 
@@ -99,3 +100,21 @@ def test_samplers_quick(tmp_path):
     euler_10 = record["results"]["euler (linear path)"]["rows"][-1]
     assert abs(euler_10["sliced_w1"] / flow["sliced_w1"] - 1) < 0.05 and flow["nfe"] > 10
     assert (tmp_path / "samplers.png").is_file()
+
+
+def test_train_step_speed_quick(tmp_path):
+    """The re-implemented step matches common.loop's bit for bit, every checked variant is deterministic, and
+    each row's rates hang together."""
+    stdout = run_bench("train_step_speed.py", tmp_path)
+    record = json.loads((tmp_path / "train_step_speed.json").read_text())
+    numerics, results = record["numerics"], record["results"]
+    assert numerics["replica"]["max_abs_weight_diff"] == 0.0                 # the replica is the real step
+    assert all(n["deterministic"] for n in numerics.values())
+    assert results["baseline"]["ratio"] == 1.0 and {"best", "adamw_fused", "batch_256"} <= set(results)
+    for name, row in results.items():
+        assert row["img_s"] > 0 and len(row["img_s_repeats"]) == record["config"]["repeats"], name
+        assert math.isclose(row["gflops"], row["img_s"] * record["flops_per_image"] / 1e9, rel_tol=0.01), name
+        assert 0 < row["frac_of_bf16_peak"] < 1.5, name
+    table = (tmp_path / "train_step_speed.md").read_text()
+    assert all(f"| {name} |" in table for name in results) and "top ops" in table
+    assert "best" in stdout

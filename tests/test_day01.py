@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import HANG_TIMEOUT, load_day
 from scipy import integrate, ndimage, stats
-
-from conftest import load_day
 
 ROOT = Path(__file__).resolve().parents[1]
 CODE = ROOT / "day01" / "code"
@@ -109,7 +108,7 @@ def test_vp_is_rescaled_ve_with_equal_snr(sigma):
 
 def test_smoke_run(tmp_path):
     subprocess.run([sys.executable, "day01/code/train.py", "--preset", "smoke", "--out", str(tmp_path)],
-                   cwd=ROOT, timeout=120, check=True)
+                   cwd=ROOT, timeout=HANG_TIMEOUT, check=True)
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["preset"] == "smoke" and m["config"]["sigmas"] == [0.1, 1.0]
     for row in m["table"]:

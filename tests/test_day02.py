@@ -12,6 +12,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "day02" / "code"))
 import dae  # noqa: E402  (day folders are not packages)
+from conftest import HANG_TIMEOUT, load_day  # noqa: E402
+
+day2 = load_day(2, "train")
 
 
 def test_ideal_denoiser_is_tweedies_formula():
@@ -24,10 +27,10 @@ def test_ideal_denoiser_is_tweedies_formula():
     log_p = torch.logsumexp(-sq_dist / (2 * sigma**2), dim=1)  # log p_σ up to a constant
     (score,) = torch.autograd.grad(log_p.sum(), xt)
     tweedie = (xt + sigma**2 * score).detach()
-    assert torch.allclose(dae.ideal_denoiser(xt.detach(), data, sigma), tweedie, atol=1e-12)
+    assert torch.allclose(day2.ideal_denoiser(xt.detach(), data, sigma), tweedie, atol=1e-12)
     # Small σ: the posterior puts all its mass on the nearest data point.
     nearest = data[sq_dist.argmin(dim=1)]
-    assert torch.allclose(dae.ideal_denoiser(xt.detach(), data, 1e-3), nearest, atol=1e-9)
+    assert torch.allclose(day2.ideal_denoiser(xt.detach(), data, 1e-3), nearest, atol=1e-9)
 
 
 def test_radial_spectrum_of_a_plane_wave():
@@ -62,7 +65,7 @@ def test_corruption_and_iteration():
 
 def test_smoke_run(tmp_path):
     subprocess.run([sys.executable, "day02/code/train.py", "--preset", "smoke", "--out", str(tmp_path)],
-                   cwd=ROOT, timeout=120, check=True)
+                   cwd=ROOT, timeout=HANG_TIMEOUT, check=True)
     m = json.loads((tmp_path / "metrics.json").read_text())
     sigmas = [f"{s:g}" for s in m["config"]["test_sigmas"]]
     rows = ["noisy", "conv-fixed", "conv-range", "unet-fixed", "unet-range", "ideal"]

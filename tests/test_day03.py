@@ -13,6 +13,7 @@ from torch.distributions import Bernoulli, Normal, kl_divergence
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "day03" / "code"))
 import vae  # noqa: E402  (day folders are not packages)
+from conftest import HANG_TIMEOUT  # noqa: E402
 
 D64 = torch.float64
 
@@ -98,7 +99,7 @@ def test_active_units_and_binarisation():
 
 def test_smoke_run(tmp_path):
     subprocess.run([sys.executable, "day03/code/train.py", "--preset", "smoke", "--out", str(tmp_path)],
-                   cwd=ROOT, timeout=120, check=True)
+                   cwd=ROOT, timeout=HANG_TIMEOUT, check=True)
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert set(m["models"]) == {"beta=1", "beta=4", "latent2d"}
     for name, r in m["models"].items():
@@ -110,7 +111,8 @@ def test_smoke_run(tmp_path):
         assert scores["n"] == 64 and np.isfinite([scores["fid"], scores["fid_floor"], scores["class_entropy"]]).all()
     with np.load(tmp_path / "samples.npz") as f:
         assert f["arr_0"].shape == (64, 28, 28, 1) and f["arr_0"].dtype == np.uint8
-    for name in ("elbo_terms.png", "iwae_vs_k.png", "active_units.png", "samples_beta=1.png", "samples_beta=4.png", "reconstructions.png",
-                 "interpolation.png", "traversals.png", "latent2d_scatter.png", "latent2d_manifold.png"):
+    for name in ("elbo_terms.png", "iwae_vs_k.png", "active_units.png", "samples_beta=1.png", "samples_beta=4.png",
+                 "reconstructions.png", "interpolation.png", "traversals.png", "latent2d_scatter.png",
+                 "latent2d_manifold.png"):
         assert (tmp_path / name).stat().st_size > 0, name
     assert (tmp_path / "beta=1" / "checkpoint.pt").is_file()

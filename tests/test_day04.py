@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import load_day
+from conftest import HANG_TIMEOUT, load_day
 from scipy import integrate, stats
 
 from common.paths import SCHEDULES, DiscreteVP
@@ -132,7 +132,7 @@ def test_colour_pictures(tmp_path):
 
 def test_smoke_run(tmp_path):
     subprocess.run([sys.executable, "day04/code/train.py", "--preset", "smoke", "--out", str(tmp_path)],
-                   cwd=ROOT, timeout=120, check=True)
+                   cwd=ROOT, timeout=HANG_TIMEOUT, check=True)
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["preset"] == "smoke" and set(m["schedules"]) == set(SCHEDULES)
     assert m["cifar10"] in ("not available", "used")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import load_day
+from conftest import HANG_TIMEOUT, load_day
 from scipy import special, stats
 
 from common.denoisers import MixtureDenoiser, effective_count, responsibilities
@@ -208,7 +208,7 @@ def test_nearest_is_brute_force():
 def test_smoke_run(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny tensors: one thread avoids spinning on a busy box
     subprocess.run([sys.executable, "day05/code/train.py", "--preset", "smoke", "--out", str(tmp_path)],
-                   cwd=ROOT, timeout=120, check=True, env=env)
+                   cwd=ROOT, timeout=HANG_TIMEOUT, check=True, env=env)
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["preset"] == "smoke" and m["oracle_max_abs_error"] < 1e-5
     nn = m["nn_to_subset"]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import HANG_TIMEOUT
 
 from common.config import UserError
 from common.nets import UNet, UNetConfig
@@ -141,7 +142,7 @@ def test_same_seed_gives_bitwise_identical_samples():
 def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("day07")
     result = subprocess.run([sys.executable, "day07/code/train.py", "--preset", "smoke", "--out", str(out)],
-                            cwd=ROOT, timeout=120, check=True, capture_output=True, text=True)
+                            cwd=ROOT, timeout=HANG_TIMEOUT, check=True, capture_output=True, text=True)
     return out, result.stdout
 
 

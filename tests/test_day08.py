@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import load_day
+from conftest import HANG_TIMEOUT, load_day
 
 from common.diffusion import diffusion_loss
 from common.paths import SCHEDULES, DiscreteVP
@@ -88,7 +88,7 @@ def test_error_per_snr_uses_the_nearest_lattice_time():
 
 def test_smoke_run(tmp_path):
     subprocess.run([sys.executable, "day08/code/train.py", "--preset", "smoke", "--out", str(tmp_path)],
-                   cwd=ROOT, timeout=120, check=True)
+                   cwd=ROOT, timeout=HANG_TIMEOUT, check=True)
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["preset"] == "smoke" and [r["schedule"] for r in m["summary"]] == ["linear", "cosine"]
     for r in m["summary"]:
