@@ -20,16 +20,18 @@ from pathlib import Path
 import torch
 
 from common.config import apply_overrides, cli
-from common.training import git_commit
+from common.run import git_commit
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 
 # variant: overrides of the ablation's starting recipe (its rows that change the cost of a step)
-SHAPES = {"preset": [], "batch_64": ["--batch_size=64"], "n_res_1": ["--n_res=1"], "channels_24": ["--channels=24"],
-          "n_res_1_c24": ["--n_res=1", "--channels=24"], "n_res_1_c16": ["--n_res=1", "--channels=16"],
-          "n_res_1_c24_no_attn": ["--n_res=1", "--channels=24", "--attn_res="],
-          "n_res_1_c24_two_levels": ["--n_res=1", "--channels=24", "--mults=1,2", "--attn_res="]}
+SHAPES = {"preset": [], "batch_64": ["--batch_size=64"], "n_res_1": ["--unet.n_res=1"],
+          "channels_24": ["--unet.channels=24"],
+          "n_res_1_c24": ["--unet.n_res=1", "--unet.channels=24"],
+          "n_res_1_c16": ["--unet.n_res=1", "--unet.channels=16"],
+          "n_res_1_c24_no_attn": ["--unet.n_res=1", "--unet.channels=24", "--unet.attn_res="],
+          "n_res_1_c24_two_levels": ["--unet.n_res=1", "--unet.channels=24", "--unet.mults=1,2", "--unet.attn_res="]}
 
 
 def load_day6(stem: str):

@@ -33,21 +33,21 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from day06_shapes import load_day6
 from diffusers import DDPMScheduler
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm import tqdm
+from unet_throughput import diffusers_unet, load_average, machine, matched_diffusers_unet
 
 from common.config import apply_overrides, cli, to_dict
 from common.data import load_images
-from common.diffusion import Schedule
 from common.evaluator import score_images
-from common.loop import Run, batch_indices, fit
+from common.loop import batch_indices, fit
 from common.nets import UNetConfig, count_params
+from common.paths import DiscreteVP
 from common.plotting import save_grid
-from common.training import pick_device
-from day06_shapes import load_day6
-from unet_throughput import diffusers_unet, load_average, machine, matched_diffusers_unet
+from common.run import Run, pick_device
 
 BENCH = Path(__file__).resolve().parent
 
@@ -91,8 +91,8 @@ def train_ours(day6, cfg6, x, steps: int, device, data_name: str):
 
 
 def sample_ours(day6, cfg6, ema, n: int, steps: int, device, seed: int) -> torch.Tensor:
-    schedule = Schedule.named(cfg6.schedule, cfg6.n_steps)
-    return day6.sample(ema, cfg6, schedule, n, device, seed, steps)[0]
+    path = DiscreteVP.named(cfg6.schedule, cfg6.n_steps)
+    return day6.sample(ema, cfg6, path, n, (1, 28, 28), device, seed, steps)[0]
 
 
 # --- diffusers: the unconditional training example ----------------------------------------------------
@@ -105,7 +105,7 @@ def train_theirs(ucfg: UNetConfig, width: int, cfg: Config, x, steps: int, devic
     ours; no horizontal flips (the example flips its images; flipped digits are not digits).
     """
     torch.manual_seed(cfg.seed)
-    unet = diffusers_unet(ucfg, width, 28).to(device).train()
+    unet = diffusers_unet(ucfg, width).to(device).train()
     scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", prediction_type="epsilon")
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.theirs_lr, betas=(0.95, 0.999), weight_decay=1e-6, eps=1e-8)
     lr = get_scheduler("cosine", optimizer=opt, num_warmup_steps=cfg.theirs_warmup, num_training_steps=steps)
@@ -205,8 +205,7 @@ def main(argv=None):
     made_by = machine(device)            # commit and date as the run starts: it rewrites tracked result files
     day6 = load_day6("train")
     cfg6 = day6.PRESETS[cfg.ours_preset]
-    ucfg = UNetConfig(in_channels=1, channels=cfg6.channels, mults=cfg6.mults, n_res=cfg6.n_res,
-                      attn_res=cfg6.attn_res)
+    ucfg = cfg6.unet
     data = load_images(cfg.dataset, "train", args.data_dir)
     budget_s = 60 * cfg.minutes
 
@@ -214,7 +213,7 @@ def main(argv=None):
     ours = race("ours", lambda steps: train_ours(day6, cfg6, data.x, steps, device, data.name),
                 lambda m: sample_ours(day6, cfg6, m, cfg.n_samples, cfg.sample_steps, device, cfg.seed + 1),
                 budget_s, cfg, cfg6.batch_size)
-    width = matched_diffusers_unet(ucfg, 28)[0].config.block_out_channels[0]
+    width = matched_diffusers_unet(ucfg)[0].config.block_out_channels[0]
     theirs = race("diffusers", lambda steps: train_theirs(ucfg, width, cfg, data.x, steps, device),
                   lambda m: sample_theirs(m, cfg.n_samples, cfg.sample_steps, device, cfg.seed + 1),
                   budget_s, cfg, cfg.theirs_batch)

@@ -1,73 +1,34 @@
-"""The training loop every day shares, and the bookkeeping around a run (several GPUs, metrics.json).
+"""The training loop every day shares: batches, steps, EMA, logs, checkpoints, exact resume, NaN guard, DDP.
 
     model, ema = fit(model, loss_fn, data.x, data.y, cfg, run, on_sample)
 
-`loss_fn(model, x0, y, generator) -> scalar` is the day's sentence; everything else (batches,
-LR, clipping, bf16, EMA, logs, checkpoints, resume, NaN guard, DDP) is here. Launch on several
-GPUs with `torchrun --nproc_per_node=N dayNN/code/train.py --preset gpu`.
+`loss_fn(model, x0, y, generator) -> scalar` is the day's sentence; everything else is here. What makes
+the loop trustworthy:
+  * every step's batch and noise come from generators seeded by (seed, step, rank), so a run killed
+    and continued with `--resume` computes exactly what an uninterrupted run computes;
+  * its checkpoints (`payload`) are self-describing and written atomically (common.checkpoint);
+  * a NaN/inf loss stops the run with one clear line and leaves the last good checkpoint untouched;
+  * under `torchrun`, DistributedDataParallel splits each global batch across processes (common.run).
 """
 from __future__ import annotations
 
 import csv
-import datetime
 import functools
-import json
-import os
-import platform
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from common.config import RunArgs, UserError, to_dict
-from common.training import (EMA, TrainConfig, describe, git_commit, load_checkpoint, lr_at, pick_device,
-                             save_checkpoint, step_generator)
+from common.checkpoint import describe, load_checkpoint, save_checkpoint
+from common.config import UserError, flatten, plain, to_dict
+from common.run import Run, rank_world
+from common.training import EMA, TrainConfig, lr_at, step_generator
 
 Tensor = torch.Tensor
-
-
-@dataclass
-class Run:
-    """Where a run writes and what it records about itself."""
-    out: Path
-    device: torch.device
-    preset: str
-    dataset: str
-    resume: bool = False
-    train_seconds: float = 0.0     # filled in by fit(), summed over resumes
-    commit: str = field(default_factory=lambda: git_commit())  # the code as the run starts, before it writes results
-
-    @classmethod
-    def from_args(cls, args: RunArgs, dataset: str) -> "Run":
-        return cls(args.out, setup_device(args.device), args.preset, dataset, args.resume)
-
-
-# --- several processes --------------------------------------------------------------------------------
-
-def rank_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def is_main() -> bool:
-    return rank_world()[0] == 0
-
-
-def setup_device(name: str) -> torch.device:
-    """Join the process group when launched by torchrun, then pick this process's device."""
-    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not dist.is_initialized():
-        backend = "nccl" if name != "cpu" and torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-    return pick_device(name)
 
 
 @functools.lru_cache(maxsize=4)
@@ -160,7 +121,8 @@ def payload(model, ema, opt, cfg, run, step) -> dict:
 def restore(path: Path, model, ema, opt, cfg) -> tuple[int, float]:
     """Load a checkpoint into the live objects; refuse one made with another configuration."""
     ckpt = load_checkpoint(path)
-    changed = [k for k, v in to_dict(cfg).items() if _plain(ckpt["config"].get(k)) != _plain(v)]
+    before, now = flatten(plain(ckpt["config"])), flatten(to_dict(cfg))   # dotted keys: unet.channels, ...
+    changed = [k for k in dict.fromkeys([*now, *before]) if now.get(k) != before.get(k)]
     if changed:
         raise UserError(f"{path} was made with other settings ({', '.join(changed)}); "
                         "resume with the same preset and overrides, or use a new --out")
@@ -172,10 +134,6 @@ def restore(path: Path, model, ema, opt, cfg) -> tuple[int, float]:
     if ckpt["rng_cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(ckpt["rng_cuda"])
     return ckpt["step"], ckpt["elapsed_s"]
-
-
-def _plain(v):
-    return list(v) if isinstance(v, tuple) else v
 
 
 class CsvLog:
@@ -212,23 +170,3 @@ class CsvLog:
             if new:
                 writer.writeheader()
             writer.writerows({k: r[k] for k in writer.fieldnames} for r in rows)
-
-
-# --- what a run reports -------------------------------------------------------------------------------
-
-def write_metrics(out: Path, metrics: dict, cfg, run: Run, wall_s: float) -> dict:
-    """Write OUT/metrics.json: the numbers plus what produced them (preset, device, data, commit)."""
-    record = {"preset": run.preset, "device": str(run.device), "device_name": device_name(run.device),
-              "dataset": run.dataset, "wall_time_s": round(wall_s, 1), "commit": run.commit,
-              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "torch": torch.__version__, "threads": torch.get_num_threads(),
-              "config": to_dict(cfg), **metrics}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
-    return record
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"

@@ -5,11 +5,14 @@ References
     Dhariwal & Nichol 2021, "Diffusion Models Beat GANs" (ADM: scale-shift norm, arXiv:2105.05233);
     Vaswani et al. 2017 (sinusoidal embeddings).
 
-Every network here is called as `model(x, t, y=None)` with t in [0, 1] of shape (B,).
+Every network here is called as `model(x, t, y=None)` with t in [0, 1] of shape (B,); the U-Net also takes
+an image-shaped condition `cond`. Networks register under their class name (`@register`), so a checkpoint,
+which records that name and the network's config, rebuilds them: common.checkpoint.build_model.
 """
 from __future__ import annotations
 
 import math
+import typing
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +20,18 @@ import torch.nn.functional as F
 from torch import nn
 
 Tensor = torch.Tensor
+
+MODELS: dict[str, tuple[type[nn.Module], type]] = {}   # class name -> (network class, its config class)
+
+
+def register(cls: type[nn.Module]) -> type[nn.Module]:
+    """Class decorator: file a network under its class name with the config class its `__init__(cfg)` takes.
+
+    Days register their own networks the same way (`@register` above the class); a checkpoint of one
+    rebuilds wherever the defining module has been imported.
+    """
+    MODELS[cls.__name__] = (cls, typing.get_type_hints(cls.__init__)["cfg"])
+    return cls
 
 
 def sinusoidal(t: Tensor, dim: int, scale: float = 1000.0) -> Tensor:
@@ -91,53 +106,67 @@ class Attention(nn.Module):
 
 @dataclass
 class UNetConfig:
+    """Everything that fixes a U-Net, so that a checkpoint's copy of it rebuilds the same network."""
     in_channels: int = 1
     channels: int = 32                       # width at full resolution
     mults: tuple[int, ...] = (1, 2, 2)       # width multiplier per resolution; len - 1 downsamplings
     n_res: int = 2                           # residual blocks per resolution on the way down
-    attn_res: tuple[int, ...] = (7,)         # spatial sizes that get self-attention
+    attn_res: tuple[int, ...] = (7,)         # sides (of the levels' feature maps) that get self-attention
     dropout: float = 0.0
     num_classes: int = 0                     # 0: unconditional
+    image_size: int = 28                     # side of the square input; level l has side ceil(image_size / 2^l)
+    out_channels: int = 0                    # output channels; 0: as many as in_channels (eps, x0, v, velocity)
+    cond_channels: int = 0                   # channels of `cond`, concatenated to x before the stem (0: none)
 
 
+@register
 class UNet(nn.Module):
-    """The DDPM/ADM U-Net: residual blocks with time (and class) conditioning, attention at low resolution."""
+    """The DDPM/ADM U-Net: residual blocks with time (and class) conditioning, attention at low resolution.
 
-    def __init__(self, cfg: UNetConfig, image_size: int = 28):
+    Attention follows each residual block of a level whose side is in cfg.attn_res (28 -> 28, 14, 7;
+    32 -> 32, 16, 8, 4 with four levels), and always sits in the middle block, at the lowest resolution.
+    """
+
+    def __init__(self, cfg: UNetConfig):
         super().__init__()
         self.cfg = cfg
         ch, emb_dim = cfg.channels, 4 * cfg.channels
+        sizes = [-(-cfg.image_size // 2 ** level) for level in range(len(cfg.mults))]  # side per level (stride 2)
         self.embed = TimeEmbedding(ch, cfg.num_classes)
-        self.stem = nn.Conv2d(cfg.in_channels, ch, 3, padding=1)
-        self.down, skips, size = nn.ModuleList(), [ch], image_size
+        self.stem = nn.Conv2d(cfg.in_channels + cfg.cond_channels, ch, 3, padding=1)
+        self.down, skips = nn.ModuleList(), [ch]
         for level, mult in enumerate(cfg.mults):
             for _ in range(cfg.n_res):
-                self.down.append(self._block(ch, cfg.channels * mult, emb_dim, size))
+                self.down.append(self._block(ch, cfg.channels * mult, emb_dim, sizes[level]))
                 ch = cfg.channels * mult
                 skips.append(ch)
             if level < len(cfg.mults) - 1:
                 self.down.append(Downsample(ch))
                 skips.append(ch)
-                size = (size + 1) // 2
         self.mid = nn.ModuleList([ResBlock(ch, ch, emb_dim, cfg.dropout), Attention(ch),
                                   ResBlock(ch, ch, emb_dim, cfg.dropout)])
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(cfg.mults))):
             for _ in range(cfg.n_res + 1):
-                self.up.append(self._block(ch + skips.pop(), cfg.channels * mult, emb_dim, size))
+                self.up.append(self._block(ch + skips.pop(), cfg.channels * mult, emb_dim, sizes[level]))
                 ch = cfg.channels * mult
             if level > 0:
-                size = size * 2
                 self.up.append(Upsample(ch))
-        self.head = nn.Sequential(norm(ch), nn.SiLU(), nn.Conv2d(ch, cfg.in_channels, 3, padding=1))
+        out_channels = cfg.out_channels or cfg.in_channels
+        self.head = nn.Sequential(norm(ch), nn.SiLU(), nn.Conv2d(ch, out_channels, 3, padding=1))
 
     def _block(self, c_in: int, c_out: int, emb_dim: int, size: int) -> nn.Module:
         block = ResBlock(c_in, c_out, emb_dim, self.cfg.dropout)
         return Sequential2(block, Attention(c_out)) if size in self.cfg.attn_res else block
 
-    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None, cond: Tensor | None = None) -> Tensor:
+        """x (B, in_channels, H, W), t (B,), y (B,) class labels or None; cond (B, cond_channels, H, W): an
+        image-shaped condition (say, an upsampled low-resolution image) that the stem sees as extra input
+        channels, torch.cat([x, cond], dim=1). Returns (B, out_channels or in_channels, H, W)."""
+        if (cond is None) != (self.cfg.cond_channels == 0):
+            raise ValueError(f"this U-Net has cond_channels={self.cfg.cond_channels}: pass cond with exactly that many")
         emb = self.embed(t, y)
-        h = self.stem(x)
+        h = self.stem(x if cond is None else torch.cat([x, cond], dim=1))            # (B, channels, H, W)
         hs = [h]
         for layer in self.down:
             h = layer(h, emb)
@@ -187,6 +216,7 @@ class MLPConfig:
     num_classes: int = 0
 
 
+@register
 class MLP(nn.Module):
     """Residual MLP for low-dimensional points, conditioned on t by addition of its embedding."""
 

@@ -2,8 +2,9 @@
 
 Images come in as the models see them, (N, C, H, W) or (C, H, W) tensors in [-1, 1] with C = 1 or
 3, and are mapped to pixels by u = round((clamp(x, -1, 1) + 1) * 127.5), the inverse of the
-loaders' x = u / 127.5 - 1 (common/data.py). Grids are drawn with PIL (exact pixels, nearest-
-neighbour upscaling); everything with axes or text uses matplotlib's file-only Agg backend.
+loaders' x = u / 127.5 - 1 (common/data.py): `to_uint8` of common/samples.py, so a figure shows
+exactly the pixels a samples.npz stores. Grids are torchvision's `make_grid`, saved with PIL (exact
+pixels, nearest-neighbour upscaling); everything with axes or text uses matplotlib's file-only Agg backend.
 Every function writes one small file (PNGs of a few tens of kB) and creates its parent folder.
 
 2-D plots share one square window [-lim, lim]^2, matching the toys of common/toy2d.py.
@@ -13,8 +14,8 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import matplotlib
 
@@ -22,39 +23,32 @@ matplotlib.use("Agg")  # write files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402  (must follow the backend choice)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
+from torchvision.utils import make_grid  # noqa: E402
 
 from common.config import UserError  # noqa: E402
+from common.samples import to_uint8  # noqa: E402  (re-exported: plotting.to_uint8)
 
 PAD_VALUE = 255  # grid separators are white: they stand out against MNIST's black background
 GIF_HOLD_MS = 1000  # the last GIF frame (the final sample) stays up at least this long
 DPI = 100
 
 
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] floats -> uint8 pixels, same shape (values outside [-1, 1] are clamped)."""
-    x = x.detach().float().cpu().clamp(-1, 1)
-    return torch.round((x + 1) * 127.5).to(torch.uint8)
-
-
 def image_grid(x: torch.Tensor, nrow: int | None = None, pad: int = 2) -> np.ndarray:
-    """Tile (N, C, H, W) images in [-1, 1] into one (H', W', 3) uint8 array.
+    """Tile (N, C, H, W) images in [-1, 1] into one (H', W', 3) uint8 array (torchvision's make_grid).
 
-    `nrow` images per row (torchvision's convention), default ceil(sqrt(N)); `pad` pixels of
-    PAD_VALUE around and between images, so image i's top-left pixel sits at
+    `nrow` images per row (at most N), default ceil(sqrt(N)); `pad` pixels of PAD_VALUE around and
+    between images, so image i's top-left pixel sits at
     (pad + (i // nrow) * (H + pad), pad + (i % nrow) * (W + pad)).
     """
     if x.ndim != 4 or x.shape[1] not in (1, 3):
         raise ValueError(f"expected (N, 1 or 3, H, W) images, got shape {tuple(x.shape)}")
-    n, _, h, w = x.shape
-    ncol = nrow or math.ceil(math.sqrt(n))
-    nrows = math.ceil(n / ncol)
-    pixels = to_uint8(x).expand(n, 3, h, w).permute(0, 2, 3, 1).numpy()  # (N, H, W, 3); grey -> RGB
-    grid = np.full((pad + nrows * (h + pad), pad + ncol * (w + pad), 3), PAD_VALUE, dtype=np.uint8)
-    for i, image in enumerate(pixels):
-        top, left = pad + (i // ncol) * (h + pad), pad + (i % ncol) * (w + pad)
-        grid[top : top + h, left : left + w] = image
-    return grid
+    nrow = nrow or math.ceil(math.sqrt(len(x)))
+    grid = make_grid(to_uint8(x), nrow=nrow, padding=pad, pad_value=PAD_VALUE)  # (3, H', W'); grey -> RGB
+    if len(x) == 1:  # make_grid returns a lone image without its frame
+        grid = F.pad(grid, (pad, pad, pad, pad), value=PAD_VALUE)
+    return grid.permute(1, 2, 0).contiguous().numpy()
 
 
 def _grid_image(x: torch.Tensor, nrow: int | None, scale: int) -> Image.Image:

@@ -23,13 +23,23 @@ from common.config import UserError
 
 
 def _pixel_levels(x: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] -> float pixel levels 0..255: round((x + 1) * 127.5), clamped."""
+    """[-1, 1] -> float pixel levels 0..255: round((x + 1) * 127.5), clamped.
+
+    Rounding before clamping equals clamping x to [-1, 1] first for every finite or infinite x (both steps
+    are monotone and map -1, 1 to exactly 0, 255); NaN stays NaN either way.
+    """
     return ((x.detach().float().cpu() + 1) * 127.5).round().clamp(0, 255)
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] floats -> uint8 pixels on the CPU, same shape: the one mapping every image file uses.
+    (A NaN comes out as 0 here, x86's float-to-uint8 conversion of NaN.)"""
+    return _pixel_levels(x).to(torch.uint8)
 
 
 def to_uint8_nhwc(x: torch.Tensor) -> np.ndarray:
     """(N, C, H, W) float in [-1, 1] -> (N, H, W, C) uint8 in 0..255."""
-    return _pixel_levels(x).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+    return to_uint8(x).permute(0, 2, 3, 1).contiguous().numpy()
 
 
 def quantize(x: torch.Tensor) -> torch.Tensor:

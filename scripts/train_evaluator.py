@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 from common.config import UserError, cli, parse_args, to_dict  # noqa: E402
 from common.data import load_images  # noqa: E402
 from common.evaluator import Evaluator, evaluator_for  # noqa: E402
-from common.training import pick_device  # noqa: E402
+from common.run import pick_device  # noqa: E402
 
 ASSETS = Path(__file__).resolve().parent.parent / "common" / "assets"
 

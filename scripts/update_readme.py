@@ -55,8 +55,8 @@ HEADLINES = {
     3: lambda m: "β=1 prior samples: " + _fid(m["samples"]),
     4: lambda m: "half the signal power gone at t = {:.2f} (linear) / {:.2f} (cosine)".format(
         m["schedules"]["linear"]["half_power_t"], m["schedules"]["cosine"]["half_power_t"]),
-    2: lambda m: "U-Net DAE iterated from noise: FID {fid:.1f} (floor {fid_floor:.2f}), {confident_frac:.0%} confident".format(
-        **m["iterated"]["unet-range"][max(m["iterated"]["unet-range"], key=int)]),
+    2: lambda m: ("U-Net DAE iterated from noise: FID {fid:.1f} (floor {fid_floor:.2f}), {confident_frac:.0%} "
+                  "confident").format(**m["iterated"]["unet-range"][max(m["iterated"]["unet-range"], key=int)]),
     5: lambda m: "exact denoiser copies training digits: NN distance {:.1f} (test digits {:.1f})".format(
         m["nn_to_subset"]["exact_samples_median"], m["nn_to_subset"]["test_images_median"]),
     6: _fid,

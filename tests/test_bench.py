@@ -112,7 +112,7 @@ def test_train_step_speed_quick(tmp_path):
     assert all(n["deterministic"] for n in numerics.values())
     assert results["baseline"]["ratio"] == 1.0 and {"best", "adamw_fused", "batch_256"} <= set(results)
     for name, row in results.items():
-        assert row["img_s"] > 0 and len(row["img_s_repeats"]) == record["config"]["repeats"], name
+        assert row["img_s"] > 0 and len(row["img_s_repeats"]) % record["config"]["repeats"] == 0, name
         assert math.isclose(row["gflops"], row["img_s"] * record["flops_per_image"] / 1e9, rel_tol=0.01), name
         assert 0 < row["frac_of_bf16_peak"] < 1.5, name
     table = (tmp_path / "train_step_speed.md").read_text()

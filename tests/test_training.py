@@ -7,12 +7,14 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from common.checkpoint import load_checkpoint, load_model
 from common.config import UserError, apply_overrides, cli
 from common.diffusion import diffusion_loss
-from common.loop import Run, batch_indices, fit
+from common.loop import batch_indices, fit
 from common.nets import MLP, MLPConfig
 from common.paths import DiscreteVP
-from common.training import EMA, TrainConfig, load_checkpoint, load_model, lr_at
+from common.run import Run
+from common.training import EMA, TrainConfig, lr_at
 
 SCHEDULE = DiscreteVP.named("cosine", 100)
 
@@ -200,9 +202,9 @@ def test_milestone_checkpoints_are_kept(tmp_path):
 
 def test_a_run_records_the_commit_it_started_from(tmp_path, monkeypatch):
     # results overwrite tracked files before metrics.json is written; the record must not blame them ("-dirty")
-    import common.loop as loop
-    monkeypatch.setattr(loop, "git_commit", lambda: "at-start")
-    run = loop.Run(tmp_path, torch.device("cpu"), "smoke", "toy")
-    monkeypatch.setattr(loop, "git_commit", lambda: "at-end-dirty")
-    record = loop.write_metrics(tmp_path, {}, TrainConfig(), run, wall_s=1.0)
+    import common.run as run_module
+    monkeypatch.setattr(run_module, "git_commit", lambda: "at-start")
+    run = run_module.Run(tmp_path, torch.device("cpu"), "smoke", "toy")
+    monkeypatch.setattr(run_module, "git_commit", lambda: "at-end-dirty")
+    record = run_module.write_metrics(tmp_path, {}, TrainConfig(), run, wall_s=1.0)
     assert record["commit"] == "at-start"

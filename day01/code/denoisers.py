@@ -49,7 +49,7 @@ class Wiener:
     eigvecs: Tensor   # (D, D)  U, columns are principal directions
 
     @classmethod
-    def fit(cls, x: Tensor) -> "Wiener":
+    def fit(cls, x: Tensor) -> Wiener:
         """Fit μ and Σ of clean images x (N, C, H, W) in float64."""
         x = x.flatten(1).double()                            # (N, D)
         mean = x.mean(0)

@@ -25,9 +25,9 @@ from tqdm import tqdm
 
 from common.config import cli, parse_args
 from common.data import load_images
-from common.loop import Run, write_metrics
 from common.metrics import psnr, ssim
 from common.plotting import panel, plot_curves, save_gif
+from common.run import Run, write_metrics
 import matplotlib.pyplot as plt  # after common.plotting, which selects the file-only backend
 from denoisers import Wiener, clipped_mse, gaussian_blur  # day01/code/denoisers.py
 

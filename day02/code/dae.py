@@ -8,7 +8,7 @@ so a trained denoiser is a score estimate in disguise (Vincent 2011, Sec. 4.2).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn

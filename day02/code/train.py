@@ -18,7 +18,7 @@ References:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,14 +26,16 @@ import torch
 
 from common.config import cli, parse_args
 from common.data import load_images
+from common.denoisers import mixture_posterior_mean
 from common.evaluator import score_images
-from common.loop import Run, fit, write_metrics
+from common.loop import fit
 from common.metrics import psnr, ssim
 from common.nets import UNet, UNetConfig, count_params
 from common.plotting import panel, plot_curves, save_gif, save_grid
+from common.run import Run, write_metrics
 from common.samples import save_samples_npz
 from common.training import TrainConfig
-from dae import ConvDAE, ConvDAEConfig, corrupt, ideal_denoiser, iterate, radial_power_spectrum, sample_sigma
+from dae import ConvDAE, ConvDAEConfig, corrupt, iterate, radial_power_spectrum, sample_sigma
 
 DAY = Path(__file__).resolve().parents[1]
 MODELS = ("conv-fixed", "conv-range", "unet-fixed", "unet-range")
@@ -44,8 +46,7 @@ KEPT_SCORES = ("fid", "fid_ci95", "fid_floor", "class_entropy", "confident_frac"
 class Config(TrainConfig):
     dataset: str = "mnist"
     conv_channels: int = 32                     # ConvDAE width (2x in its 7x7 code)
-    unet_channels: int = 16                     # common.nets.UNet width at full resolution
-    unet_mults: tuple[int, ...] = (1, 2, 2)
+    unet: UNetConfig = field(default_factory=lambda: UNetConfig(channels=16, n_res=1, attn_res=()))  # no attention
     sigma_fixed: float = 0.5                    # "-fixed" models see only this σ (images in [-1, 1])
     sigma_min: float = 0.1                      # "-range" models: σ ~ U[sigma_min, sigma_max] per image
     sigma_max: float = 1.0
@@ -56,12 +57,13 @@ class Config(TrainConfig):
 
 
 PRESETS = {
-    "smoke": Config(steps=6, batch_size=16, warmup=2, bf16=False, log_every=2, sample_every=0, ckpt_every=6, conv_channels=8,
-                    unet_channels=8, unet_mults=(1, 2), n_test=64, iterations=(1, 2), n_samples=64),
+    "smoke": Config(steps=6, batch_size=16, warmup=2, bf16=False, log_every=2, sample_every=0, ckpt_every=6,
+                    conv_channels=8, unet=UNetConfig(channels=8, mults=(1, 2), n_res=1, attn_res=()), n_test=64,
+                    iterations=(1, 2), n_samples=64),
     "cpu": Config(steps=300, batch_size=64, warmup=30, ema_decay=0.995, sample_every=0, ckpt_every=150),
     "gpu": Config(steps=20_000, batch_size=256, lr=1e-3, warmup=500, ema_decay=0.9995, conv_channels=64,
-                  unet_channels=64, sample_every=0, ckpt_every=2_000, iterations=(1, 2, 5, 10, 20, 50),
-                  n_samples=10_000),
+                  unet=UNetConfig(channels=64, n_res=1, attn_res=()), sample_every=0, ckpt_every=2_000,
+                  iterations=(1, 2, 5, 10, 20, 50), n_samples=10_000),
 }
 
 
@@ -70,7 +72,7 @@ PRESETS = {
 def build(name: str, cfg: Config) -> torch.nn.Module:
     if name.startswith("conv"):
         return ConvDAE(ConvDAEConfig(channels=cfg.conv_channels))
-    return UNet(UNetConfig(channels=cfg.unet_channels, mults=cfg.unet_mults, n_res=1, attn_res=()))
+    return UNet(cfg.unet)
 
 
 def sigma_range(name: str, cfg: Config) -> tuple[float, float]:
@@ -102,6 +104,13 @@ def denoiser(model: torch.nn.Module, bf16: bool):
                 outs.append(model(chunk, blind_t(chunk)).float().clamp(-1, 1))
         return torch.cat(outs)
     return denoise
+
+
+def ideal_denoiser(xt: torch.Tensor, data: torch.Tensor, sigma: float) -> torch.Tensor:
+    """E[x0 | xt] for x0 uniform over `data` and xt = x0 + σ·eps: a softmax-weighted average of the data
+    (common.denoisers' exact denoiser at alpha = 1). At small σ it snaps to the nearest training image."""
+    one = torch.ones(len(xt), dtype=torch.float64)
+    return mixture_posterior_mean(xt, data, 0.0, one, sigma * one).to(xt.dtype)
 
 
 def evaluate(x: torch.Tensor, run: Run, data_dir: str | None) -> dict:

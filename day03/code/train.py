@@ -29,9 +29,10 @@ import torch
 from common.config import UserError, cli, parse_args
 from common.data import load_images
 from common.evaluator import score_images
-from common.loop import Run, fit, write_metrics
+from common.loop import fit
 from common.nets import count_params
 from common.plotting import panel, plot_curves, save_grid, scatter2d
+from common.run import Run, write_metrics
 from common.samples import save_samples_npz
 from common.training import TrainConfig
 from vae import (ConvVAE, VAEConfig, active_units, binarise, elbo_terms, iwae_bound, log_weights, slerp)

@@ -11,7 +11,7 @@ Reference: Ho, Jain & Abbeel (2020), "Denoising Diffusion Probabilistic Models",
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 

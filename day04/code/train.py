@@ -24,9 +24,10 @@ from tqdm import tqdm
 
 from common.config import UserError, cli, parse_args
 from common.data import load_images
-from common.diffusion import SCHEDULES, Schedule, kl_prior, q_sample
-from common.loop import Run, write_metrics
+from common.diffusion import kl_prior
+from common.paths import SCHEDULES, DiscreteVP
 from common.plotting import panel, save_gif
+from common.run import Run, write_metrics
 import matplotlib.pyplot as plt  # after common.plotting, which selects the file-only backend
 from forward import chain_vs_closed_form, marginal_density, milestones  # day04/code/forward.py
 
@@ -58,14 +59,14 @@ PRESETS = {
 }
 
 
-def noised(schedule: Schedule, x0: torch.Tensor, eps: torch.Tensor, t: float) -> torch.Tensor:
+def noised(schedule: DiscreteVP, x0: torch.Tensor, eps: torch.Tensor, t: float) -> torch.Tensor:
     """x_t for every image of x0 at one time t, with the given noise (Eq. 4 of Ho et al.)."""
-    return q_sample(schedule, x0, torch.full((len(x0),), t, dtype=torch.float64), eps)
+    return schedule.sample(x0, torch.full((len(x0),), t, dtype=torch.float64), eps)
 
 
 # --- 1. the schedules ---------------------------------------------------------------------------------
 
-def schedule_summary(schedule: Schedule, x: torch.Tensor, data_var: float) -> dict:
+def schedule_summary(schedule: DiscreteVP, x: torch.Tensor, data_var: float) -> dict:
     """Where the schedule ends (ᾱ_1, SNR), when half the signal is gone, KL(q(x_1 | x_0) ‖ N(0, I))."""
     kl = kl_prior(schedule, x.double())                           # (N,) nats per image (Eq. 5's L_T)
     steps = milestones(schedule, data_var)
@@ -74,7 +75,7 @@ def schedule_summary(schedule: Schedule, x: torch.Tensor, data_var: float) -> di
             "kl_prior_nats_per_image": kl.mean().item(), "kl_prior_nats_per_dim": kl.mean().item() / x[0].numel()}
 
 
-def plot_schedules(schedules: dict[str, Schedule], summary: dict, path: Path) -> None:
+def plot_schedules(schedules: dict[str, DiscreteVP], summary: dict, path: Path) -> None:
     """β_t, ᾱ_t and SNR(t) in dB against t, one line per schedule; dots where ᾱ_t first ≤ 1/2."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for name, s in schedules.items():
@@ -100,7 +101,7 @@ def plot_schedules(schedules: dict[str, Schedule], summary: dict, path: Path) ->
 
 # --- 2. the chain against the closed form: plot ---------------------------------------------------------
 
-def plot_chain(chains: dict[str, dict], schedules: dict[str, Schedule], x0: torch.Tensor, path: Path) -> None:
+def plot_chain(chains: dict[str, dict], schedules: dict[str, DiscreteVP], x0: torch.Tensor, path: Path) -> None:
     """Chain moments (dots) on the closed form (lines), pooled over pixels to beat Monte Carlo noise:
     the mean over the bright (x_0 > 0.9) and the black (x_0 = −1) pixels, against √ᾱ_t times their
     average x_0; the variance over all pixels, each of which should have 1 − ᾱ_t."""
@@ -124,12 +125,12 @@ def plot_chain(chains: dict[str, dict], schedules: dict[str, Schedule], x0: torc
 
 # --- 3. pictures: trajectories, the GIF, pixel histograms ---------------------------------------------
 
-def save_trajectories(x0, eps, schedules: dict[str, Schedule], cfg: Config, out: Path, tag: str) -> None:
+def save_trajectories(x0, eps, schedules: dict[str, DiscreteVP], cfg: Config, out: Path, tag: str) -> None:
     """One image under every schedule; n_show images under the show schedule; a GIF of n_gif per schedule."""
     labels = [f"t={t:g}" for t in cfg.times]
     panel([[noised(s, x0[:1], eps[:1], t)[0] for t in cfg.times] for s in schedules.values()],
           out / f"trajectories_{tag}_schedules.png", row_labels=list(schedules), col_labels=labels)
-    show = Schedule.named(cfg.show_schedule, cfg.n_steps)
+    show = DiscreteVP.named(cfg.show_schedule, cfg.n_steps)
     frames = [noised(show, x0[: cfg.n_show], eps[: cfg.n_show], t) for t in cfg.times]  # each (n_show, C, H, W)
     panel([[f[i] for f in frames] for i in range(min(cfg.n_show, len(x0)))], out / f"trajectories_{tag}.png",
           col_labels=labels)
@@ -139,7 +140,7 @@ def save_trajectories(x0, eps, schedules: dict[str, Schedule], cfg: Config, out:
              out / f"forward_{tag}.gif", nrow=k, duration_ms=150)  # one row per schedule
 
 
-def pixel_histograms(x0, eps, schedule: Schedule, times, path: Path) -> list[dict]:
+def pixel_histograms(x0, eps, schedule: DiscreteVP, times, path: Path) -> list[dict]:
     """Histograms of all pixels of x_t against N(0, 1) and the exact marginal; their mean and std.
 
     A pixel of x_t is √ᾱ v + √(1−ᾱ) ε with v drawn from the data's pixel values, so its mean is
@@ -176,7 +177,7 @@ def main(argv=None):
     run = Run.from_args(args, data.name)
     run.out.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator(run.device).manual_seed(cfg.seed)
-    schedules = {name: Schedule.named(name, cfg.n_steps) for name in cfg.schedules}
+    schedules = {name: DiscreteVP.named(name, cfg.n_steps) for name in cfg.schedules}
     x = data.x[: cfg.n_images].to(run.device)                        # (N, C, H, W) in [-1, 1]
     data_var = x.double().var(0).mean().item()                        # mean per-pixel variance
 
@@ -193,7 +194,7 @@ def main(argv=None):
     # --- 3. pictures on MNIST, and on CIFAR-10 when its files are present
     eps = torch.randn(x.shape, generator=gen, device=run.device)
     save_trajectories(x, eps, schedules, cfg, run.out, "mnist")
-    hist_rows = pixel_histograms(x, eps, Schedule.named(cfg.show_schedule, cfg.n_steps), cfg.hist_times,
+    hist_rows = pixel_histograms(x, eps, DiscreteVP.named(cfg.show_schedule, cfg.n_steps), cfg.hist_times,
                                  run.out / "pixel_histograms.png")
     try:
         cifar = load_images("cifar10", "train", args.data_dir).x[: max(cfg.n_show, cfg.n_gif)].to(run.device)

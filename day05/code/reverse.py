@@ -12,7 +12,7 @@ Reference: Ho, Jain & Abbeel (2020), "Denoising Diffusion Probabilistic Models",
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -18,7 +18,7 @@ References:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -26,17 +26,23 @@ from tqdm import tqdm
 
 from common.config import cli, parse_args
 from common.data import load_images
-from common.diffusion import PREDICTIONS, Schedule, ddpm, diffusion_loss, eps_model, q_sample
-from common.loop import Run, fit, write_metrics
+from common.denoisers import MixtureDenoiser, effective_count
+from common.diffusion import diffusion_loss
+from common.loop import fit
 from common.nets import MLP, MLPConfig, UNet, UNetConfig
+from common.paths import DiscreteVP, band_times, uniform_grid
 from common.plotting import panel, plot_curves, save_gif, trajectories2d
+from common.predictions import clipped, denoiser
+from common.run import Run, write_metrics
+from common.samplers import ddpm
 from common.toy2d import eight_gaussians, sample_toy, sliced_wasserstein
 from common.training import TrainConfig
 import matplotlib.pyplot as plt  # after common.plotting, which selects the file-only backend
-from reverse import band_times, effective_count, implied_errors, mixture_denoiser, nearest, predict_x0
+from reverse import implied_errors, nearest, predict_x0
 
 DAY = Path(__file__).resolve().parents[1]
 N_SHOW, N_COLS = 8, 11                      # images per row and time columns in the panels
+PREDICTIONS = ("eps", "x0", "v")          # the three targets a DDPM network can learn (day 6 compares them too)
 GIF_SHOW, GIF_FRAMES = 4, 12                # chains per way and frames in the GIF (noise frames cost ~60 kB)
 
 
@@ -50,10 +56,8 @@ class Config(TrainConfig):
     n_samples: int = 64                     # reverse chains per way (each starts from a test image's x_1)
     n_eval: int = 256                       # held-out images per t band for the error curves
     t_bins: int = 10
-    channels: int = 16                      # the small U-Net, one per target eps / x0 / v
-    mults: tuple[int, ...] = (1, 2)
-    n_res: int = 1
-    attn_res: tuple[int, ...] = ()
+    # the small U-Net, one per target eps / x0 / v
+    unet: UNetConfig = field(default_factory=lambda: UNetConfig(channels=16, mults=(1, 2), n_res=1, attn_res=()))
     toy_train: int = 20_000                 # 8-Gaussians points the MLP trains on
     toy_subset: int = 64                    # points the toy's empirical denoiser knows
     toy_samples: int = 2000                 # reverse chains on the toy
@@ -64,18 +68,20 @@ class Config(TrainConfig):
 
 PRESETS = {
     "smoke": Config(steps=4, batch_size=8, warmup=2, log_every=2, sample_every=0, ckpt_every=4, sample_steps=5,
-                    n_subset=32, n_samples=8, n_eval=8, t_bins=4, channels=8, toy_train=512, toy_subset=16,
-                    toy_samples=128, toy_steps=10, toy_batch=64, toy_hidden=32),
+                    n_subset=32, n_samples=8, n_eval=8, t_bins=4, toy_train=512, toy_subset=16,
+                    toy_samples=128, toy_steps=10, toy_batch=64, toy_hidden=32,
+                    unet=UNetConfig(channels=8, mults=(1, 2), n_res=1, attn_res=())),
     "cpu": Config(steps=500, batch_size=32, warmup=50, ema_decay=0.995, sample_every=0, ckpt_every=500),
     "gpu": Config(steps=8000, batch_size=128, lr=1e-3, warmup=400, ema_decay=0.999, sample_every=0, ckpt_every=2000,
-                  sample_steps=1000, n_subset=1024, n_samples=512, n_eval=1000, channels=32, mults=(1, 2, 2),
-                  n_res=2, attn_res=(7,), toy_samples=5000, toy_steps=5000),
+                  sample_steps=1000, n_subset=1024, n_samples=512, n_eval=1000,
+                  unet=UNetConfig(channels=32, mults=(1, 2, 2), n_res=2, attn_res=(7,)), toy_samples=5000,
+                  toy_steps=5000),
 }
 
 
 # --- the pieces main() strings together ----------------------------------------------------------------
 
-def train(model, prediction: str, x: torch.Tensor, cfg: TrainConfig, run: Run, schedule: Schedule):
+def train(model, prediction: str, x: torch.Tensor, cfg: TrainConfig, run: Run, schedule: DiscreteVP):
     """Fit `model` to one target; the seed fixes batches, t and noise, so every target sees the same ones."""
     def loss_fn(net, x0, y, generator):
         return diffusion_loss(net, x0, schedule, prediction, generator)[0].mean()   # Alg. 1 of Ho et al.
@@ -83,7 +89,7 @@ def train(model, prediction: str, x: torch.Tensor, cfg: TrainConfig, run: Run, s
     return ema
 
 
-def reverse_chains(ways: dict, x1: torch.Tensor, ts: torch.Tensor, schedule: Schedule, seed: int,
+def reverse_chains(ways: dict, x1: torch.Tensor, ts: torch.Tensor, schedule: DiscreteVP, seed: int,
                    clip_x0: bool = True) -> dict[str, list[torch.Tensor]]:
     """DDPM's ancestral sampler for every way (model, prediction), from the same x_1 with the same noise.
 
@@ -92,20 +98,20 @@ def reverse_chains(ways: dict, x1: torch.Tensor, ts: torch.Tensor, schedule: Sch
     """
     chains = {}
     for name, (model, prediction) in tqdm(ways.items(), desc="reverse chains"):
-        eps_fn = eps_model(model, prediction, schedule)
-        chains[name] = [x1, *ddpm(eps_fn, x1, ts, schedule, clip_x0=clip_x0,
-                                  generator=torch.Generator().manual_seed(seed))]
+        denoise = denoiser(model, prediction, schedule)
+        denoise = clipped(denoise, schedule) if clip_x0 else denoise
+        chains[name] = [x1, *ddpm(denoise, x1, ts, path=schedule, generator=torch.Generator().manual_seed(seed))]
     return chains
 
 
-def x0_along(model, prediction: str, schedule: Schedule, chain: list, ts: torch.Tensor, cols: list) -> list:
+def x0_along(model, prediction: str, schedule: DiscreteVP, chain: list, ts: torch.Tensor, cols: list) -> list:
     """What the model believes x_0 is at the shown states of its own chain (at t = 0: the state itself)."""
     return [predict_x0(model, prediction, schedule, chain[k], ts[k].expand(len(chain[k]))) if ts[k] > 0 else chain[k]
             for k in cols]
 
 
 @torch.no_grad()
-def errors_per_t(judges: dict, schedule: Schedule, x0: torch.Tensor, bins: int, seed: int) -> dict:
+def errors_per_t(judges: dict, schedule: DiscreteVP, x0: torch.Tensor, bins: int, seed: int) -> dict:
     """Mean implied-x_0 and implied-eps MSE of every judge in each t band, all judges on the same (t, eps)."""
     g = torch.Generator().manual_seed(seed)
     err = {name: {"x0": [], "eps": []} for name in judges}
@@ -144,13 +150,13 @@ def median(d: torch.Tensor) -> float:
     return rounded(d.median())
 
 
-def chain_figures(chains: dict, ways: dict, x0, noise, schedule: Schedule, ts: torch.Tensor, out: Path) -> None:
+def chain_figures(chains: dict, ways: dict, x0, noise, schedule: DiscreteVP, ts: torch.Tensor, out: Path) -> None:
     """The first chain of every way over t next to the forward process, what each model thinks x_0 is along
     its chain, the end points, and a GIF of the first few chains per way."""
     steps = len(ts) - 1
     cols = torch.linspace(0, steps, N_COLS).round().long().unique().tolist()
     labels = [f"t={ts[k]:.2g}" for k in cols]
-    forward = [q_sample(schedule, x0[:1], ts[k].expand(1), noise[:1])[0] for k in cols]   # same eps as x_1
+    forward = [schedule.sample(x0[:1], ts[k].expand(1), noise[:1])[0] for k in cols]   # same eps as x_1
     panel([forward] + [[c[k][0] for k in cols] for c in chains.values()], out / "forward_vs_reverse.png",
           row_labels=["forward\nq(x_t | x_0)", *map(two_lines, chains)], col_labels=labels)
     learned = [n for n in ways if n != "oracle x0"]                         # the oracle's x0_hat is x_0
@@ -163,7 +169,7 @@ def chain_figures(chains: dict, ways: dict, x0, noise, schedule: Schedule, ts: t
              nrow=min(GIF_SHOW, len(x0)), duration_ms=250)                   # one row per way
 
 
-def memorisation(chains: dict, subset, train_x, test_x, schedule: Schedule, ts: torch.Tensor, out: Path) -> dict:
+def memorisation(chains: dict, subset, train_x, test_x, schedule: DiscreteVP, ts: torch.Tensor, out: Path) -> dict:
     """Distances of the chains' end points to the nearest training image, against real test images'."""
     d_exact, i_exact = nearest(chains["exact denoiser"][-1], subset)
     d_test_sub = nearest(test_x, subset)[0]
@@ -177,7 +183,7 @@ def memorisation(chains: dict, subset, train_x, test_x, schedule: Schedule, ts: 
     show = d_exact.argsort()[:N_SHOW].tolist()
     panel([[chains["exact denoiser"][-1][i] for i in show], [subset[i_exact[i]] for i in show]], out / "copies.png",
           row_labels=["exact-\ndenoiser\nsample", "nearest\ntraining\nimage"])
-    n_eff = [effective_count(x, subset, schedule, t.expand(len(x))).median().item()   # every state with t > 0
+    n_eff = [effective_count(x, subset, *schedule.alpha_sigma(t.expand(len(x)), x.double().flatten(1))).median().item()
              for x, t in zip(chains["exact denoiser"][:-1], ts[:-1])]
     plot_curves({"exact denoiser": (ts[:-1].tolist(), n_eff)}, out / "effective_n.png", xlabel="t", logy=True,
                 ylabel="median 1 / Σ w²", title="training images E[x0 | x_t] still averages")
@@ -196,14 +202,14 @@ def main(argv=None):
     data, test = load_images(cfg.dataset, "train", args.data_dir), load_images(cfg.dataset, "test", args.data_dir)
     run = Run.from_args(args, data.name)
     dev, out = run.device, run.out
-    schedule = Schedule.named(cfg.schedule, cfg.n_steps)
-    ts = schedule.timesteps(cfg.sample_steps)                                 # (S + 1,) from 1 down to 0
+    schedule = DiscreteVP.named(cfg.schedule, cfg.n_steps)
+    ts = uniform_grid(schedule, cfg.sample_steps)                               # (S + 1,) from 1 down to 0
 
     # --- 1. three small U-Nets, identical but for their target
     nets, train_s = {}, {}
     for p in PREDICTIONS:
         torch.manual_seed(cfg.seed)                                           # same initial weights for all three
-        net = UNet(UNetConfig(channels=cfg.channels, mults=cfg.mults, n_res=cfg.n_res, attn_res=cfg.attn_res))
+        net = UNet(cfg.unet)
         sub = replace(run, out=out / f"net_{p}")                             # its own checkpoint and train_log.csv
         nets[p] = train(net, p, data.x, cfg, sub, schedule)
         train_s[p] = round(sub.train_seconds, 1)
@@ -211,9 +217,9 @@ def main(argv=None):
     # --- 2. the reverse chain with three kinds of x_0, from the same x_1 and the same noise
     x0 = test.x[: cfg.n_samples].to(dev)                                      # (B, 1, 28, 28)
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(cfg.seed)).to(dev)
-    x1 = q_sample(schedule, x0, torch.ones(len(x0)), noise)                  # where the forward process ends
+    x1 = schedule.sample(x0, torch.ones(len(x0)), noise)                  # where the forward process ends
     subset = data.x[: cfg.n_subset].to(dev)                                   # all that the exact denoiser knows
-    ways = {"oracle x0": (lambda xt, t: x0, "x0"), "exact denoiser": (mixture_denoiser(subset, 0.0, schedule), "x0"),
+    ways = {"oracle x0": (lambda xt, t: x0, "x0"), "exact denoiser": (MixtureDenoiser(subset, 0.0, schedule), "x0"),
             **{f"{p}-net": (nets[p], p) for p in PREDICTIONS}}
     chains = reverse_chains(ways, x1, ts, schedule, cfg.seed)
     chain_figures(chains, ways, x0, noise, schedule, ts, out)
@@ -243,7 +249,7 @@ def main(argv=None):
           f"(test images {copies['nn_to_subset']['test_images_median']}); results in {out}")
 
 
-def toy_experiment(cfg: Config, run: Run, schedule: Schedule, ts: torch.Tensor) -> dict:
+def toy_experiment(cfg: Config, run: Run, schedule: DiscreteVP, ts: torch.Tensor) -> dict:
     """Reverse chains on 8 Gaussians: oracle, exact denoisers of the mixture and of a few points, an eps-MLP."""
     dev = run.device
     mix = eight_gaussians(torch.float64)
@@ -253,11 +259,11 @@ def toy_experiment(cfg: Config, run: Run, schedule: Schedule, ts: torch.Tensor) 
                 batch_size=cfg.toy_batch), replace(run, out=run.out / "toy_mlp"), schedule)
     g = torch.Generator().manual_seed(cfg.seed + 2)
     x0 = mix.sample(cfg.toy_samples, g).float().to(dev)                       # the oracle's targets
-    x1 = q_sample(schedule, x0, torch.ones(len(x0)), torch.randn(x0.shape, generator=g).to(dev))
+    x1 = schedule.sample(x0, torch.ones(len(x0)), torch.randn(x0.shape, generator=g).to(dev))
     points = data[: cfg.toy_subset].to(dev)
     ways = {"oracle": (lambda xt, t: x0, "x0"),
-            "exact_mixture": (mixture_denoiser(mix.means, mix.std, schedule), "x0"),
-            "exact_points": (mixture_denoiser(points, 0.0, schedule), "x0"),
+            "exact_mixture": (MixtureDenoiser(mix.means, mix.std, schedule), "x0"),
+            "exact_points": (MixtureDenoiser(points, 0.0, schedule), "x0"),
             "mlp": (mlp, "eps")}
     titles = {"oracle": "oracle x0", "exact_mixture": "exact denoiser of the mixture",
               "exact_points": f"exact denoiser of {cfg.toy_subset} points", "mlp": "eps-MLP"}

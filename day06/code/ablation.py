@@ -30,7 +30,7 @@ from common.samples import load_samples_npz
 CODE = Path(__file__).resolve().parent
 
 # the starting recipe, as overrides of the cpu preset (which is now the winner below); BASE_STEPS at batch 128
-BASE = ["--channels=32", "--n_res=2", "--sample_every=300", "--ckpt_every=100", "--keep_every=400"]
+BASE = ["--unet.channels=32", "--unet.n_res=2", "--sample_every=300", "--ckpt_every=100", "--keep_every=400"]
 BASE_STEPS = 1200
 
 # name: (overrides of BASE, step multiplier, what it tests).
@@ -48,17 +48,17 @@ VARIANTS = {
     "ema_0.999":     (["--ema_decay=0.999"], 1.0, "slower EMA"),
     "no_ema":        (["--ema_decay=0"], 1.0, "no EMA (raw weights)"),
     "batch_64":      (["--batch_size=64"], 2 * 0.91, "batch 64, same CPU time"),
-    "n_res_1":       (["--n_res=1"], 1.49, "1 ResBlock per level, same CPU time"),
-    "channels_24":   (["--channels=24"], 1.37, "24 base channels, same CPU time"),
+    "n_res_1":       (["--unet.n_res=1"], 1.49, "1 ResBlock per level, same CPU time"),
+    "channels_24":   (["--unet.channels=24"], 1.37, "24 base channels, same CPU time"),
     "sample_50":     (["--sample_steps=50"], 1.0, "50 sampling steps instead of 100"),
     "sample_250":    (["--sample_steps=250"], 1.0, "250 sampling steps instead of 100"),
     "steps_x2":      ([], 2.0, "twice the training (twice the CPU time)"),
     # second round, combining the first round's winner (n_res_1) with what else looked good
-    "n_res_1_seed_1": (["--n_res=1", "--seed=1"], 1.49, "n_res_1 with another seed"),
-    "n_res_1_lr_1e-3": (["--n_res=1", "--lr=1e-3"], 1.49, "n_res_1 at half the learning rate"),
-    "n_res_1_c24":   (["--n_res=1", "--channels=24"], 2.0, "n_res_1 with 24 base channels, same CPU time"),
+    "n_res_1_seed_1": (["--unet.n_res=1", "--seed=1"], 1.49, "n_res_1 with another seed"),
+    "n_res_1_lr_1e-3": (["--unet.n_res=1", "--lr=1e-3"], 1.49, "n_res_1 at half the learning rate"),
+    "n_res_1_c24":   (["--unet.n_res=1", "--unet.channels=24"], 2.0, "n_res_1 with 24 base channels, same CPU time"),
     # third round, on the CPU (no GPU time left): smaller still (speed: bench/results/day06_shapes.json)
-    "n_res_1_c16":   (["--n_res=1", "--channels=16"], 3.23, "n_res_1 with 16 base channels, same CPU time"),
+    "n_res_1_c16":   (["--unet.n_res=1", "--unet.channels=16"], 3.23, "n_res_1 with 16 base channels, same CPU time"),
 }
 
 

@@ -11,20 +11,23 @@ arXiv:2102.09672); Salimans & Ho 2022 (v-prediction, arXiv:2202.00512).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from common.config import cli, parse_args
 from common.data import load_images
-from common.diffusion import Schedule, TARGET, diffusion_loss, ddpm, eps_model, min_snr_weight
+from common.diffusion import diffusion_loss, min_snr_weight
 from common.evaluator import score_images
-from common.loop import Run, fit, write_metrics
+from common.loop import fit
 from common.nets import UNet, UNetConfig, count_params
+from common.paths import DiscreteVP, band_times, uniform_grid
 from common.plotting import panel, plot_curves, plot_loss_csv, save_gif, save_grid
+from common.predictions import TARGET, Coefficients, clipped, denoiser
+from common.run import Run, write_metrics
 from common.samples import save_samples_npz
+from common.samplers import ddpm, sample_batched
 from common.training import TrainConfig
 
 DAY = Path(__file__).resolve().parents[1]
@@ -37,52 +40,47 @@ class Config(TrainConfig):
     schedule: str = "cosine"         # linear | cosine | quadratic | sigmoid
     min_snr_gamma: float = 0.0       # > 0: Min-SNR-γ loss weights (Hang et al. 2023); 0: Ho's plain MSE
     n_steps: int = 1000              # T, the number of noise levels
-    channels: int = 32
-    mults: tuple[int, ...] = (1, 2, 2)
-    n_res: int = 2
-    attn_res: tuple[int, ...] = (7,)
+    unet: UNetConfig = field(default_factory=UNetConfig)  # 32 x (1, 2, 2) channels, 2 ResBlocks a level, attention at 7
     sample_steps: int = 100          # respaced ancestral steps for the evaluation samples
     n_samples: int = 1000            # evaluation samples (ADM .npz, FID)
 
 
 PRESETS = {
-    "smoke": Config(steps=30, batch_size=32, channels=16, n_res=1, warmup=5, sample_every=15, ckpt_every=15,
-                    log_every=5, sample_steps=10, n_samples=64),
+    "smoke": Config(steps=30, batch_size=32, unet=UNetConfig(channels=16, n_res=1), warmup=5, sample_every=15,
+                    ckpt_every=15, log_every=5, sample_steps=10, n_samples=64),
     # the ablation's winner (README): a small, fast network trained for more steps beats a bigger one on a CPU budget
-    "cpu": Config(steps=3900, batch_size=128, lr=2e-3, warmup=100, ema_decay=0.995, channels=16, n_res=1,
-                  sample_every=650, ckpt_every=300, keep_every=1300),
-    "gpu": Config(steps=40_000, batch_size=256, lr=2e-4, warmup=1000, ema_decay=0.9999, channels=64,
-                  attn_res=(7, 14), sample_every=5000, ckpt_every=2000, sample_steps=1000, n_samples=10_000),
+    "cpu": Config(steps=3900, batch_size=128, lr=2e-3, warmup=100, ema_decay=0.995,
+                  unet=UNetConfig(channels=16, n_res=1), sample_every=650, ckpt_every=300, keep_every=1300),
+    "gpu": Config(steps=40_000, batch_size=256, lr=2e-4, warmup=1000, ema_decay=0.9999,
+                  unet=UNetConfig(channels=64, attn_res=(7, 14)), sample_every=5000, ckpt_every=2000,
+                  sample_steps=1000, n_samples=10_000),
 }
 
 
-def sample(model, cfg: Config, schedule: Schedule, n: int, shape, device, seed: int, steps: int, batch: int = 250):
-    """n samples of shape (C, H, W) by ancestral sampling on a respaced grid; also the first batch's trajectory."""
-    eps_fn = eps_model(model, cfg.prediction, schedule)
-    ts = schedule.timesteps(steps)
+def sample(model, cfg: Config, path: DiscreteVP, n: int, shape, device, seed: int, steps: int, batch: int = 250):
+    """n samples of shape (C, H, W) by ancestral sampling on a respaced grid; also the first 16's trajectory."""
+    denoise = clipped(denoiser(model, cfg.prediction, path), path)      # x̂0 clipped to [-1, 1] (Ho et al.)
+    ts = uniform_grid(path, steps)
     g = torch.Generator().manual_seed(seed)
-    out, trajectory = [], []
-    for start in tqdm(range(0, n, batch), desc="sample", leave=False):
-        x = torch.randn(min(batch, n - start), *shape, generator=g).to(device)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-            states = list(ddpm(eps_fn, x, ts, schedule, generator=g))
-        trajectory = trajectory or [x[:16]] + [s[:16] for s in states]
-        out.append(states[-1].float().cpu())
-    return torch.cat(out), [s.float().cpu() for s in trajectory]
+    x1 = torch.randn(n, *shape, generator=g)
+    with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=cfg.bf16):
+        chain = ddpm(denoise, x1[:16].to(device), ts, path=path, generator=g)
+        trajectory = [x1[:16]] + [x.float().cpu() for x in chain]
+    samples = sample_batched(ddpm, denoise, x1, ts, path=path, device=device, batch=batch, bf16=cfg.bf16, generator=g)
+    return samples, trajectory
 
 
 @torch.no_grad()
-def loss_per_t(model, cfg: Config, schedule: Schedule, x0, device, bins: int = 10):
+def loss_per_t(model, cfg: Config, path: DiscreteVP, x0, device, bins: int = 10):
     """The training loss of the final model on held-out images, in `bins` equal bands of t."""
     g = torch.Generator().manual_seed(1)
     centres, losses = [], []
     for b in range(bins):
-        t = (b + torch.rand(len(x0), generator=g, dtype=torch.float64)) / bins
-        t = schedule.index(t).clamp(min=1).double() / schedule.n_steps
+        t = band_times(path, b, bins, len(x0), g)
         eps = torch.randn(x0.shape, generator=g)
-        alpha, sigma = schedule.alpha_sigma(t, x0)
-        xt = (alpha * x0 + sigma * eps).to(device)
-        target = TARGET[cfg.prediction](x0, eps, alpha, sigma)
+        c = Coefficients.at(path, t, x0)
+        xt = (c.alpha * x0 + c.sigma * eps).to(device)
+        target = TARGET[cfg.prediction](x0, eps, c)
         losses.append((model(xt, t.float().to(device)).cpu() - target).pow(2).mean().item())
         centres.append((b + 0.5) / bins)
     return centres, losses
@@ -101,15 +99,14 @@ def nearest_neighbours(samples, train_x, test_x):
 
 def build(cfg: Config):
     """The network, its noise schedule and the training loss (Alg. 1 of Ho et al.) that `cfg` describes."""
-    schedule = Schedule.named(cfg.schedule, cfg.n_steps)
+    path = DiscreteVP.named(cfg.schedule, cfg.n_steps)
     torch.manual_seed(cfg.seed)
-    model = UNet(UNetConfig(in_channels=1, channels=cfg.channels, mults=cfg.mults, n_res=cfg.n_res,
-                            attn_res=cfg.attn_res))
+    model = UNet(cfg.unet)
     weight = min_snr_weight(cfg.prediction, cfg.min_snr_gamma) if cfg.min_snr_gamma > 0 else None
 
     def loss_fn(net, x0, y, generator):
-        return diffusion_loss(net, x0, schedule, cfg.prediction, generator, weight)[0].mean()
-    return model, schedule, loss_fn
+        return diffusion_loss(net, x0, path, cfg.prediction, generator, weight)[0].mean()
+    return model, path, loss_fn
 
 
 def main(argv=None):
@@ -119,22 +116,22 @@ def main(argv=None):
     data = load_images(cfg.dataset, "train", args.data_dir)
     test = load_images(cfg.dataset, "test", args.data_dir)
     run = Run.from_args(args, data.name)
-    model, schedule, loss_fn = build(cfg)
+    model, path, loss_fn = build(cfg)
 
     def progress(ema, step):
-        x, _ = sample(ema, cfg, schedule, 64, data.x.shape[1:], run.device, seed=0, steps=50)
+        x, _ = sample(ema, cfg, path, 64, data.x.shape[1:], run.device, seed=0, steps=50)
         save_grid(x, run.out / "progress" / f"step_{step:06d}.png", nrow=8)
 
     # --- train
     model, ema = fit(model, loss_fn, data.x, None, cfg, run, on_sample=progress)
     # --- sample and score
     t_sample = time.time()
-    samples, trajectory = sample(ema, cfg, schedule, cfg.n_samples, data.x.shape[1:], run.device, cfg.seed + 1,
+    samples, trajectory = sample(ema, cfg, path, cfg.n_samples, data.x.shape[1:], run.device, cfg.seed + 1,
                                  cfg.sample_steps)
     sample_seconds = time.time() - t_sample
     scores = score_images(samples, dataset=data.name, data_dir=args.data_dir)
     d_gen, i_gen, d_test = nearest_neighbours(samples[:500], data.x, test.x[:500])
-    centres, per_t = loss_per_t(ema, cfg, schedule, test.x[:256], run.device)
+    centres, per_t = loss_per_t(ema, cfg, path, test.x[:256], run.device)
     # --- outputs
     out = run.out
     save_samples_npz(out / "samples.npz", samples)

@@ -20,22 +20,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
+from common.checkpoint import load_model
 from common.config import UserError, cli, parse_args
-from common.diffusion import Schedule, ddpm, eps_model, x0_from_eps
 from common.evaluator import score_images
-from common.loop import Run, write_metrics
 from common.nets import count_params
+from common.paths import DiscreteVP, uniform_grid
 from common.plotting import panel, plot_curves, save_gif
+from common.predictions import clipped, denoiser
+from common.run import Run, write_metrics
 from common.samples import save_samples_npz
-from common.training import load_model
+from common.samplers import ddpm, sample_batched
 
 DAY = Path(__file__).resolve().parents[1]
 ROOT = DAY.parent
 DAY6_TRAIN = ROOT / "day06" / "code" / "train.py"
 SIGMA2 = {"posterior": r"$\tilde\beta$", "beta": r"$\beta$"}  # σ_t² of each variance choice (matplotlib mathtext)
-SCORES = ("fid", "fid_ci95", "fid_floor", "fid_floor_ci95", "confident_frac", "class_entropy", "precision", "recall")
+SCORES = ("fid", "fid_ci95", "fid_floor", "fid_floor_ci95", "fid_ratio", "confident_frac", "confident_frac_floor",
+          "confident_ratio", "class_entropy", "precision", "recall")
 
 
 @dataclass
@@ -83,14 +85,14 @@ def day6_checkpoint(cfg: Config, run: Run, device: str, data_dir: str | None) ->
 
 
 def load_day6(path: Path, device: torch.device, finished: bool = True):
-    """(EMA U-Net, the eps function its prediction implies, its schedule, the checkpoint dict)."""
+    """(EMA U-Net, its denoiser (x̂0 clipped to [-1, 1], as Ho et al. sample), its path, the checkpoint dict)."""
     model, ckpt = load_model(path, device)
     c = ckpt["config"]
     if finished and ckpt["step"] < c["steps"]:
         raise UserError(f"{path} is at step {ckpt['step']} of {c['steps']}: day 6 is still training "
                         "(wait for it, or finish it with --resume)")
-    schedule = Schedule.named(c["schedule"], c["n_steps"])
-    return model, eps_model(model, c["prediction"], schedule), schedule, ckpt
+    vp = DiscreteVP.named(c["schedule"], c["n_steps"])
+    return model, clipped(denoiser(model, c["prediction"], vp), vp), vp, ckpt
 
 
 def kept_checkpoints(folder: Path) -> list[Path]:
@@ -100,47 +102,35 @@ def kept_checkpoints(folder: Path) -> list[Path]:
 
 # --- sampling ------------------------------------------------------------------------------------------------
 
-def last(states):
-    """The final state of a sampler, without holding the others (1000 states of a batch would be ~1 GB)."""
-    for x in states:
-        pass
-    return x
-
-
-def draw(eps_fn, schedule: Schedule, x1: torch.Tensor, steps: int, variance: str, seed: int, cfg: Config,
+def draw(denoise, path: DiscreteVP, x1: torch.Tensor, steps: int, variance: str, seed: int, cfg: Config,
          device: torch.device) -> torch.Tensor:
     """Ancestral samples (N, 1, 28, 28) on the CPU from the initial noise x1, in batches.
 
     x1 fixes where each chain starts; `seed` fixes the noise added at every step (Alg. 2, line 4), drawn for a
     whole batch at once: the same (x1, seed, batch) gives the same samples bit for bit.
     """
-    ts = schedule.timesteps(steps)                                   # (steps + 1,) from 1 down to 0
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for xb in tqdm(x1.split(cfg.batch), desc=f"{variance:>9} {steps:>4} steps", leave=False):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-            out.append(last(ddpm(eps_fn, xb.to(device), ts, schedule, variance, generator=g)).float().cpu())
-    return torch.cat(out)
+    return sample_batched(ddpm, denoise, x1, uniform_grid(path, steps), path=path, device=device, batch=cfg.batch,
+                          bf16=cfg.bf16, generator=torch.Generator().manual_seed(seed), variance=variance,
+                          desc=f"{variance:>9} {steps:>4} steps")
 
 
-def recording_x0(eps_fn, schedule: Schedule, store: list):
-    """eps_fn that also keeps its guess x̂_0 = (x_t − σ_t ε̂) / α_t (Eq. 15 of Ho et al.) in `store`, clipped to
-    [-1, 1] as the sampler clips it. The sampler is a plain generator; wrapping the network is how we listen."""
+def recording_x0(denoise, store: list):
+    """A denoiser that also keeps its guess x̂_0 (Eq. 15 of Ho et al., clipped to [-1, 1] as the sampler uses it)
+    in `store`. The sampler is a plain generator; wrapping the network is how we listen."""
     def fn(xt, t, **cond):
-        eps = eps_fn(xt, t, **cond)
-        alpha, sigma = schedule.alpha_sigma(t, xt)
-        store.append(x0_from_eps(xt, eps, alpha, sigma).clamp(-1, 1).float().cpu())
-        return eps
+        pred = denoise(xt, t, **cond)
+        store.append(pred.x0.float().cpu())
+        return pred
     return fn
 
 
-def trajectory(eps_fn, schedule: Schedule, x1: torch.Tensor, cfg: Config, device: torch.device):
+def trajectory(denoise, path: DiscreteVP, x1: torch.Tensor, cfg: Config, device: torch.device):
     """States x_t (K+1 of them, x_1 first) and guesses x̂_0 (K, one per step) of a few chains, on the CPU."""
     guesses: list[torch.Tensor] = []
-    ts = schedule.timesteps(cfg.trajectory_steps)
+    ts = uniform_grid(path, cfg.trajectory_steps)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-        states = [x1] + [x.float().cpu() for x in ddpm(recording_x0(eps_fn, schedule, guesses), x1.to(device), ts,
-                                                          schedule, generator=torch.Generator().manual_seed(cfg.seed))]
+        states = [x1] + [x.float().cpu() for x in ddpm(recording_x0(denoise, guesses), x1.to(device), ts, path=path,
+                                                          generator=torch.Generator().manual_seed(cfg.seed))]
     return ts, states, guesses
 
 
@@ -150,7 +140,7 @@ def scored(x: torch.Tensor, seconds_per_sample: float, dataset: str, data_dir: s
     return {"n": len(x), "seconds_per_sample": round(seconds_per_sample, 5), **{k: s[k] for k in SCORES}}
 
 
-def sweep(eps_fn, schedule: Schedule, x1: torch.Tensor, cfg: Config, run: Run, data_dir: str | None):
+def sweep(denoise, path: DiscreteVP, x1: torch.Tensor, cfg: Config, run: Run, data_dir: str | None):
     """Every (variance, steps) setting from the same x_1 and sampler seed. A 1000-step chain costs 40 times a
     25-step one, so each setting draws n = min(n_eval, nfe_budget / steps) samples; FID depends on n, so every
     setting is also scored on its first n_common = (smallest n) samples: compare FIDs only at equal n."""
@@ -164,14 +154,14 @@ def sweep(eps_fn, schedule: Schedule, x1: torch.Tensor, cfg: Config, run: Run, d
             key = f"{variance}-{steps}"
             n = n_of[steps]
             t0 = time.time()
-            x = draw(eps_fn, schedule, x1[:n], steps, variance, cfg.seed + 1, cfg, run.device)
+            x = draw(denoise, path, x1[:n], steps, variance, cfg.seed + 1, cfg, run.device)
             per_sample = (time.time() - t0) / n
             own = scored(x, per_sample, run.dataset, data_dir)
             at_common = own if n == n_common else scored(x[:n_common], per_sample, run.dataset, data_dir)
             s = settings[key] = {"variance": variance, "steps": steps, **own, "at_n_common": at_common}
             shown.append(x[: cfg.n_show])
             if key == cfg.npz:  # more samples of this setting: the rest of x_1, another sampler seed
-                more = draw(eps_fn, schedule, x1[n: cfg.n_npz], steps, variance, cfg.seed + 3, cfg, run.device)
+                more = draw(denoise, path, x1[n: cfg.n_npz], steps, variance, cfg.seed + 3, cfg, run.device)
                 x = torch.cat([x, more])
                 save_samples_npz(run.out / "samples.npz", x)
                 npz = {"setting": key, **scored(x, per_sample, run.dataset, data_dir)}
@@ -201,10 +191,11 @@ def plot_fid(settings: dict, cfg: Config, n_common: int, path: Path) -> None:
                 title="ancestral sampling on respaced grids")
 
 
-def variance_ratio(schedule: Schedule, steps: int) -> tuple[list[float], list[float]]:
+def variance_ratio(path: DiscreteVP, steps: int) -> tuple[list[float], list[float]]:
     """β̃_{t|s} / β_{t|s} = (1 − ᾱ_s) / (1 − ᾱ_t) at each step t -> s of a grid: how much less noise σ² = β̃ adds."""
-    ab = schedule.alpha_bar_at(schedule.timesteps(steps))           # (steps + 1,) from t = 1 down to 0
-    return schedule.timesteps(steps)[:-1].tolist(), ((1 - ab[1:]) / (1 - ab[:-1])).tolist()
+    ts = uniform_grid(path, steps)                                   # (steps + 1,) from t = 1 down to 0
+    ab = path.alpha_bar_at(ts)
+    return ts[:-1].tolist(), ((1 - ab[1:]) / (1 - ab[:-1])).tolist()
 
 
 def same_noise_gap(shown: list[torch.Tensor], settings: dict, cfg: Config) -> dict:
@@ -222,25 +213,27 @@ def main(argv=None):
     start = time.time()
     run = Run.from_args(args, "mnist")
     run.out.mkdir(parents=True, exist_ok=True)
-    path = day6_checkpoint(cfg, run, args.device, args.data_dir)
-    model, eps_fn, schedule, ckpt = load_day6(path, run.device)
+    ckpt_path = day6_checkpoint(cfg, run, args.device, args.data_dir)
+    model, denoise, path, ckpt = load_day6(ckpt_path, run.device)
     run.dataset = ckpt["dataset"]
     if cfg.npz not in [f"{v}-{k}" for v in cfg.variances for k in cfg.steps]:
         raise UserError(f"npz={cfg.npz}: choose one of the settings, written variance-steps (e.g. posterior-50)")
-    x1 = torch.randn(max(cfg.n_eval, cfg.n_npz), 1, 28, 28, generator=torch.Generator().manual_seed(cfg.seed))
+    shape = (model.cfg.in_channels, model.cfg.image_size, model.cfg.image_size)   # what day 6 trained on
+    x1 = torch.randn(max(cfg.n_eval, cfg.n_npz), *shape, generator=torch.Generator().manual_seed(cfg.seed))
     show = x1[: cfg.n_show]                                           # the fixed noise of every figure row
 
     # --- 1. two variances × respaced grids: FID and seconds per sample
-    settings, shown, npz, n_common = sweep(eps_fn, schedule, x1, cfg, run, args.data_dir)
+    settings, shown, npz, n_common = sweep(denoise, path, x1, cfg, run, args.data_dir)
     panel(shown, run.out / "samples_by_setting.png",
           row_labels=[f"{SIGMA2[s['variance']]}, {s['steps']}" for s in settings.values()])
     plot_fid(settings, cfg, n_common, run.out / "fid_vs_steps.png")
-    ratios = {f"{k} steps": variance_ratio(schedule, k) for k in cfg.steps}
-    plot_curves(ratios, run.out / "variance_ratio.png", xlabel="t (each step t -> s)", ylabel=r"$\tilde\beta\,/\,\beta$",
+    ratios = {f"{k} steps": variance_ratio(path, k) for k in cfg.steps}
+    plot_curves(ratios, run.out / "variance_ratio.png", xlabel="t (each step t -> s)",
+                ylabel=r"$\tilde\beta\,/\,\beta$",
                 title=r"noise added by $\sigma^2=\tilde\beta$ relative to $\sigma^2=\beta$")
 
     # --- 2. the trajectory x_1 -> x_0 and the model's guess x̂_0 along it
-    ts, states, guesses = trajectory(eps_fn, schedule, x1[: cfg.n_trajectory], cfg, run.device)
+    ts, states, guesses = trajectory(denoise, path, x1[: cfg.n_trajectory], cfg, run.device)
     cols = torch.linspace(0, cfg.trajectory_steps - 2, 8).round().long().tolist()  # guesses[i] is made from states[i]
     panel([row for k in range(cfg.n_trajectory)
            for row in ([states[i][k] for i in cols] + [states[-1][k]], [guesses[i][k] for i in cols])],
@@ -257,7 +250,7 @@ def main(argv=None):
 
     # --- 3. fixed noise: the same (x_1, seed) twice, then another sampler seed
     seeds = (cfg.seed + 1, cfg.seed + 1, cfg.seed + 2)
-    again = [draw(eps_fn, schedule, show, cfg.steps[-1], "posterior", s, cfg, run.device) for s in seeds]
+    again = [draw(denoise, path, show, cfg.steps[-1], "posterior", s, cfg, run.device) for s in seeds]
     panel([list(a) for a in again], run.out / "fixed_noise.png",
           row_labels=[f"seed {seeds[0]}", f"seed {seeds[1]} again", f"seed {seeds[2]}"])
     determinism = {"steps": cfg.steps[-1], "bitwise_equal_same_seed": torch.equal(again[0], again[1]),
@@ -266,17 +259,17 @@ def main(argv=None):
 
     # --- 4. early, middle and late training: the same noise through day 6's kept checkpoints
     checkpoints, rows = {}, []
-    for p in kept_checkpoints(path.parent):
+    for p in kept_checkpoints(ckpt_path.parent):
         _, fn, _, c = load_day6(p, run.device, finished=False)
         t0 = time.time()
-        x = draw(fn, schedule, x1[: cfg.n_eval], cfg.checkpoint_steps, "posterior", cfg.seed + 1, cfg, run.device)
+        x = draw(fn, path, x1[: cfg.n_eval], cfg.checkpoint_steps, "posterior", cfg.seed + 1, cfg, run.device)
         checkpoints[f"step {c['step']}"] = {"step": c["step"],
                                             **scored(x, (time.time() - t0) / len(x), run.dataset, args.data_dir)}
         rows.append(x[: cfg.n_show])
     if rows:
         panel(rows, run.out / "checkpoints.png", row_labels=list(checkpoints))
     else:
-        checkpoints = {"note": f"skipped: {path.parent.name} holds no checkpoint_step*.pt "
+        checkpoints = {"note": f"skipped: {ckpt_path.parent.name} holds no checkpoint_step*.pt "
                                "(day 6 keeps them with --keep_every=N)"}
         print(checkpoints["note"])
 
@@ -284,7 +277,7 @@ def main(argv=None):
     metrics = {
         "headline": {"name": f"FID of {cfg.npz} at n={npz['n']}",
                      "value": f"{npz['fid']:.2f} (floor {npz['fid_floor']:.2f})"},
-        "model": {"checkpoint": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path),
+        "model": {"checkpoint": str(ckpt_path.relative_to(ROOT) if ckpt_path.is_relative_to(ROOT) else ckpt_path),
                   "step": ckpt["step"], "preset": ckpt["preset"], "params": count_params(model),
                   **{k: ckpt["config"][k] for k in ("prediction", "schedule", "n_steps")}},
         "n_common": n_common, "settings": settings, "npz": npz,

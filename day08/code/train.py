@@ -20,25 +20,27 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from common.config import cli, parse_args
 from common.data import load_images
-from common.diffusion import Schedule, ddpm, diffusion_loss, eps_model, x0_from_eps, x0_from_v
+from common.diffusion import diffusion_loss
 from common.evaluator import score_images
-from common.loop import Run, fit, write_metrics
+from common.loop import fit
 from common.nets import UNet, UNetConfig, count_params
+from common.paths import DiscreteVP, band_times, uniform_grid
 from common.plotting import panel, plot_curves, save_grid
+from common.predictions import Coefficients, clipped, denoiser, to_pair
+from common.run import Run, write_metrics
 from common.samples import save_samples_npz
+from common.samplers import ddpm, sample_batched
 from common.training import TrainConfig
 import matplotlib.pyplot as plt  # after common.plotting, which selects the file-only backend
 
 DAY = Path(__file__).resolve().parents[1]
-X0_FROM = {"eps": x0_from_eps, "x0": lambda xt, out, alpha, sigma: out, "v": x0_from_v}  # the network's x̂_0
 
 
 @dataclass
@@ -47,10 +49,8 @@ class Config(TrainConfig):
     schedules: tuple[str, ...] = ("linear", "cosine", "quadratic")  # sigmoid too where the budget allows
     prediction: str = "v"                # what the network outputs (day 6's choice)
     n_steps: int = 1000                  # T
-    channels: int = 24                   # day 6's U-Net shape, narrower to fit four trainings
-    mults: tuple[int, ...] = (1, 2, 2)
-    n_res: int = 1
-    attn_res: tuple[int, ...] = (7,)
+    # day 6's U-Net shape (channels x (1, 2, 2), attention at 7x7), narrower to fit four trainings
+    unet: UNetConfig = field(default_factory=lambda: UNetConfig(channels=24, n_res=1))
     sample_steps: int = 50               # respaced ancestral steps (σ² = β̃) for the FID samples
     n_samples: int = 1000                # FID samples per schedule (one n for all: FID is biased by n)
     n_heldout: int = 500                 # test digits for the denoising error
@@ -59,23 +59,23 @@ class Config(TrainConfig):
 
 
 PRESETS = {
-    "smoke": Config(schedules=("linear", "cosine"), steps=20, batch_size=32, channels=8, warmup=5, log_every=5,
-                    ckpt_every=20, sample_every=0, sample_steps=5, n_samples=32, n_heldout=32, t_bins=4),
+    "smoke": Config(schedules=("linear", "cosine"), steps=20, batch_size=32, unet=UNetConfig(channels=8, n_res=1),
+                    warmup=5, log_every=5, ckpt_every=20, sample_every=0, sample_steps=5, n_samples=32, n_heldout=32,
+                    t_bins=4),
     "cpu": Config(steps=800, batch_size=64, lr=2e-3, warmup=100, ema_decay=0.995, sample_every=0, ckpt_every=200),
     "gpu": Config(schedules=("linear", "cosine", "quadratic", "sigmoid"), steps=40_000, batch_size=256, lr=2e-4,
-                  warmup=1000, ema_decay=0.9999, channels=64, n_res=2,
-                  attn_res=(7, 14), sample_every=0, ckpt_every=2000, sample_steps=1000, n_samples=10_000,
+                  warmup=1000, ema_decay=0.9999, unet=UNetConfig(channels=64, n_res=2, attn_res=(7, 14)),
+                  sample_every=0, ckpt_every=2000, sample_steps=1000, n_samples=10_000,
                   n_heldout=1000),
 }
 
 
 # --- training: the same run for every schedule ------------------------------------------------------------
 
-def train(schedule: Schedule, x: torch.Tensor, cfg: Config, run: Run):
+def train(schedule: DiscreteVP, x: torch.Tensor, cfg: Config, run: Run):
     """Day 6's loss (Alg. 1 of Ho et al.) under `schedule`; same initial weights, batches and noise for all."""
     torch.manual_seed(cfg.seed)
-    model = UNet(UNetConfig(in_channels=1, channels=cfg.channels, mults=cfg.mults, n_res=cfg.n_res,
-                            attn_res=cfg.attn_res))
+    model = UNet(cfg.unet)
 
     def loss_fn(net, x0, y, generator):
         return diffusion_loss(net, x0, schedule, cfg.prediction, generator)[0].mean()
@@ -85,18 +85,18 @@ def train(schedule: Schedule, x: torch.Tensor, cfg: Config, run: Run):
 # --- the denoising error on held-out digits, at times or noise levels every model sees alike ------------------
 
 @torch.no_grad()
-def x0_error(model, schedule: Schedule, cfg: Config, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor,
+def x0_error(model, schedule: DiscreteVP, cfg: Config, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor,
              device) -> float:
     """Mean squared error of the clipped guess x̂_0 (what the sampler uses) at times t (B,) on x0 (B, 1, 28, 28).
 
     The x_0 error is in pixel units whatever the schedule; the training loss (here a v-MSE) is not: its
     target's scale depends on α_t and σ_t, so losses of different schedules cannot be compared directly.
     """
-    alpha, sigma = schedule.alpha_sigma(t, x0)
-    xt = alpha * x0 + sigma * eps                                     # (B, 1, 28, 28), Eq. 4 of Ho et al.
+    c = Coefficients.at(schedule, t, x0)
+    xt = c.alpha * x0 + c.sigma * eps                                 # (B, 1, 28, 28), Eq. 4 of Ho et al.
     with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=cfg.bf16):
         out = model(xt.to(device), t.float().to(device)).float().cpu()
-    return (X0_FROM[cfg.prediction](xt, out, alpha, sigma).clamp(-1, 1) - x0).pow(2).mean().item()
+    return (to_pair(cfg.prediction, xt, out, c).x0.clamp(-1, 1) - x0).pow(2).mean().item()
 
 
 def error_per_t(model, schedule, cfg, x0, eps, device) -> dict[str, float]:
@@ -104,8 +104,7 @@ def error_per_t(model, schedule, cfg, x0, eps, device) -> dict[str, float]:
     g = torch.Generator().manual_seed(cfg.seed)
     errors = {}
     for b in range(cfg.t_bins):
-        t = (b + torch.rand(len(x0), generator=g, dtype=torch.float64)) / cfg.t_bins
-        t = schedule.index(t).clamp(min=1).double() / schedule.n_steps  # on the lattice, t ≥ 1/T
+        t = band_times(schedule, b, cfg.t_bins, len(x0), g)              # on the lattice, t ≥ 1/T
         errors[f"{(b + 0.5) / cfg.t_bins:.3f}"] = x0_error(model, schedule, cfg, x0, t, eps, device)
     return errors
 
@@ -125,18 +124,11 @@ def error_per_snr(model, schedule, cfg, x0, eps, device) -> dict[str, float]:
 
 # --- sampling and figures -------------------------------------------------------------------------------
 
-def sample(model, schedule: Schedule, cfg: Config, x1: torch.Tensor, device, batch: int = 250) -> torch.Tensor:
+def sample(model, schedule: DiscreteVP, cfg: Config, x1: torch.Tensor, device, batch: int = 250) -> torch.Tensor:
     """Respaced ancestral samples (Alg. 2 of Ho et al., §4 of Nichol & Dhariwal) from the noise x1, on the CPU."""
-    eps_fn = eps_model(model, cfg.prediction, schedule)
-    ts = schedule.timesteps(cfg.sample_steps)
-    g = torch.Generator().manual_seed(cfg.seed + 1)
-    out = []
-    for xb in tqdm(x1.split(batch), desc="sample", leave=False):
-        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=cfg.bf16):
-            for x in ddpm(eps_fn, xb.to(device), ts, schedule, generator=g):
-                pass                                                  # keep only the last state
-        out.append(x.float().cpu())
-    return torch.cat(out)
+    denoise = clipped(denoiser(model, cfg.prediction, schedule), schedule)
+    return sample_batched(ddpm, denoise, x1, uniform_grid(schedule, cfg.sample_steps), path=schedule, device=device,
+                          batch=batch, bf16=cfg.bf16, generator=torch.Generator().manual_seed(cfg.seed + 1))
 
 
 def plot_fid(rows: list[dict], path: Path) -> None:
@@ -176,7 +168,7 @@ def main(argv=None):
     g = torch.Generator().manual_seed(cfg.seed)
     heldout_eps = torch.randn(heldout.shape, generator=g)             # one noise draw for every model's error
     x1 = torch.randn(cfg.n_samples, *data.x.shape[1:], generator=g)   # one starting noise for every sampler
-    schedules = {name: Schedule.named(name, cfg.n_steps) for name in cfg.schedules}
+    schedules = {name: DiscreteVP.named(name, cfg.n_steps) for name in cfg.schedules}
 
     rows, per_t, per_snr, show, drawn = [], {}, {}, [], {}
     for name, schedule in schedules.items():
@@ -197,8 +189,9 @@ def main(argv=None):
                      "alpha_bar_1": schedule.alpha_bar[-1].item(), "train_seconds": round(sub.train_seconds, 1),
                      "sample_seconds": round(seconds, 1),
                      "mean_x0_error": sum(per_t[name].values()) / cfg.t_bins,
-                     **{k: scores[k] for k in ("n", "fid", "fid_ci95", "fid_floor", "fid_floor_ci95",
-                                               "confident_frac", "class_entropy", "precision", "recall")}})
+                     **{k: scores[k] for k in ("n", "fid", "fid_ci95", "fid_floor", "fid_floor_ci95", "fid_ratio",
+                                               "confident_frac", "confident_frac_floor", "confident_ratio",
+                                               "class_entropy", "precision", "recall")}})
         print(f"{name}: FID {scores['fid']:.2f} {scores['fid_ci95']} (floor {scores['fid_floor']:.2f})")
 
     # --- outputs: figures, the table, metrics.json

@@ -1,0 +1,103 @@
+"""A run's bookkeeping: which process and device it is, where it writes, and what it records about itself.
+
+    cfg, args = parse_args(PRESETS, DAY / "results", __doc__.splitlines()[0])
+    run = Run.from_args(args, data.name)        # joins torchrun's process group; writes OUT/config.yaml
+    ...                                         # common.loop.fit(..., run) trains
+    write_metrics(run.out, metrics, cfg, run, wall_s)   # OUT/metrics.json: the numbers and what made them
+
+Launch on several GPUs with `torchrun --nproc_per_node=N dayNN/code/train.py --preset gpu`.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from common.config import RunArgs, UserError, to_dict, to_yaml
+
+
+def git_commit() -> str:
+    """The commit the code ran at, '-dirty' when the work tree had uncommitted changes."""
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], capture_output=True,
+                             text=True, cwd=Path(__file__).parent, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+@dataclass
+class Run:
+    """Where a run writes and what it records about itself."""
+    out: Path
+    device: torch.device
+    preset: str
+    dataset: str
+    resume: bool = False
+    train_seconds: float = 0.0     # filled in by fit(), summed over resumes
+    commit: str = field(default_factory=lambda: git_commit())  # the code as the run starts, before it writes results
+
+    @classmethod
+    def from_args(cls, args: RunArgs, dataset: str) -> Run:
+        """The run the command line describes. Its main process writes OUT/config.yaml at once (after the
+        commit is read: results are tracked files), so even a run killed early says how to reproduce it."""
+        run = cls(args.out, pick_device(args.device), args.preset, dataset, args.resume)
+        if rank_world()[0] == 0:
+            run.out.mkdir(parents=True, exist_ok=True)
+            (run.out / "config.yaml").write_text(to_yaml(args.config, args.preset))
+        return run
+
+
+# --- processes and devices ------------------------------------------------------------------------------
+
+def rank_world() -> tuple[int, int]:
+    """(this process's rank, number of processes): (0, 1) outside torchrun."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def pick_device(name: str) -> torch.device:
+    """This process's device for --device `name`: 'auto' is cuda when available, else cpu.
+
+    Launched by torchrun (WORLD_SIZE > 1), the process first joins the process group (NCCL for GPUs,
+    gloo for CPUs) and takes the GPU of its LOCAL_RANK. Asking for an absent GPU is a user error.
+    """
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA GPU is visible; use --device cpu or auto")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if name == "cuda" else "gloo")
+        if name == "cuda":
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    if dist.is_available() and dist.is_initialized() and name == "cuda":
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device(name)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+
+
+# --- what a run reports ---------------------------------------------------------------------------------
+
+def write_metrics(out: Path, metrics: dict, cfg, run: Run, wall_s: float) -> dict:
+    """Write OUT/metrics.json: the numbers plus what produced them (preset, device, data, commit)."""
+    record = {"preset": run.preset, "device": str(run.device), "device_name": device_name(run.device),
+              "dataset": run.dataset, "wall_time_s": round(wall_s, 1), "commit": run.commit,
+              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "torch": torch.__version__, "threads": torch.get_num_threads(),
+              "config": to_dict(cfg), **metrics}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
