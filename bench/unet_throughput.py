@@ -1,13 +1,19 @@
 """Training throughput of our U-Net against diffusers' UNet2DModel of the same size, in one run.
 
 One training step is what every day does: forward, MSE to the noise, backward, AdamW step, on the
-same (B, 1, 28, 28) batch for both networks. Both are built from one description (the 1.7 M-parameter
-shape day 6's ablation starts from: widths 32·(1, 2, 2), 2 residual blocks per level, attention at 7×7);
-diffusers' width is searched so its parameter count lands within 10 % of ours. Measurements alternate ours,
-diffusers, ours, ... after untimed warm-up steps, so a neighbour's load hits both alike, and each number is
-the median over repeats, once in fp32 and once under bf16 autocast.
+same (B, 1, 28, 28) batch for both networks. Both are built from one description (day 6's cpu preset:
+widths 16·(1, 2, 2), 1 residual block per level, attention at 7×7, batch 128); diffusers' width is searched
+so its parameter count lands within 10 % of ours. Measurements alternate ours, diffusers, ours, ... after
+untimed warm-up steps, so a neighbour's load hits both alike, and each number is the median over repeats,
+once in fp32 and once under bf16 autocast.
+
+Each rate is also given in GFLOP/s (the step's matmul and convolution FLOPs, forward and backward, counted by
+torch.utils.flop_counter) and as a fraction of this CPU's peak in that precision, measured in the same run:
+the fastest of a large square matmul and 3×3 convolutions (forward + backward) at the sizes of the U-Net's
+levels.
 
     python bench/unet_throughput.py [--quick] [--profile] [--out DIR] [--key=value ...]
+    python bench/unet_throughput.py --unet.channels=32 --unet.n_res=2 --batch_size=64   # day 6's earlier 1.7 M shape
 
 References: Ho et al. 2020 (arXiv:2006.11239), the network and objective; diffusers' UNet2DModel
 (github.com/huggingface/diffusers, src/diffusers/models/unets/unet_2d.py).
@@ -21,7 +27,7 @@ import os
 import platform
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import diffusers
@@ -29,10 +35,11 @@ import torch
 import torch.nn.functional as F
 from diffusers import UNet2DModel
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
-from common.config import UserError, apply_overrides, cli, to_dict
+from common.config import UserError, apply_overrides, cli, flatten, to_dict
 from common.nets import UNet, UNetConfig, count_params
-from common.training import git_commit, pick_device
+from common.run import git_commit, pick_device
 
 BENCH = Path(__file__).resolve().parent
 T_TRAIN = 1000  # diffusers' networks take integer timesteps 0..999; ours take t = i / 1000 in [0, 1]
@@ -40,52 +47,51 @@ T_TRAIN = 1000  # diffusers' networks take integer timesteps 0..999; ours take t
 
 @dataclass
 class Config:
-    channels: int = 32                       # our U-Net: the shape day 6's ablation starts from
-    mults: tuple[int, ...] = (1, 2, 2)
-    n_res: int = 2
-    attn_res: tuple[int, ...] = (7,)
-    image_size: int = 28
-    batch_size: int = 64
+    unet: UNetConfig = field(default_factory=lambda: UNetConfig(channels=16, n_res=1))  # our U-Net: day 6's cpu preset
+    batch_size: int = 128
     warmup: int = 2                          # untimed steps per network and precision
     repeats: int = 5                         # timed blocks per network and precision; the median is reported
     steps: int = 3                           # training steps per timed block
     precisions: tuple[str, ...] = ("fp32", "bf16")
+    peak_reps: int = 5                       # timed calls per peak microbenchmark; the median is reported
+    matmul_n: int = 2048                     # side of the square matmul of the peak microbenchmarks
     threads: int = 0                         # torch intra-op threads (0: torch's default)
     device: str = "cpu"
     seed: int = 0
 
 
 DEFAULT = Config()
-QUICK = Config(channels=16, n_res=1, batch_size=8, warmup=1, repeats=2, steps=1, threads=1)
+QUICK = Config(unet=UNetConfig(channels=16, n_res=1), batch_size=8, warmup=1, repeats=2, steps=1, peak_reps=1,
+               matmul_n=256, threads=1)
 
 
 # --- the two networks ---------------------------------------------------------------------------------
 
-def diffusers_unet(ucfg: UNetConfig, width: int, image_size: int) -> UNet2DModel:
+def diffusers_unet(ucfg: UNetConfig, width: int) -> UNet2DModel:
     """diffusers' UNet2DModel laid out like our UNet(ucfg), with base width `width`.
 
     Same levels (widths width·mults), blocks per level, attention at the same resolutions (in the
     mid block too), 4 heads at the lowest level and 8 groups per GroupNorm as in common/nets.py.
     """
-    sizes = [-(-image_size // 2 ** level) for level in range(len(ucfg.mults))]   # 28, 14, 7
+    sizes = [-(-ucfg.image_size // 2 ** level) for level in range(len(ucfg.mults))]   # 28, 14, 7
     attn = [size in ucfg.attn_res for size in sizes]
     return UNet2DModel(
-        sample_size=image_size, in_channels=ucfg.in_channels, out_channels=ucfg.in_channels,
+        sample_size=ucfg.image_size, in_channels=ucfg.in_channels, out_channels=ucfg.out_channels or ucfg.in_channels,
         block_out_channels=tuple(width * m for m in ucfg.mults), layers_per_block=ucfg.n_res,
         down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attn),
         up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn)),
         norm_num_groups=8, attention_head_dim=width * ucfg.mults[-1] // 4)
 
 
-def matched_diffusers_unet(ucfg: UNetConfig, image_size: int) -> tuple[UNet2DModel, dict[int, int]]:
+def matched_diffusers_unet(ucfg: UNetConfig) -> tuple[UNet2DModel, dict[int, int]]:
     """The diffusers U-Net whose parameter count is closest to ours, and every width tried -> params."""
-    target = count_params(UNet(ucfg, image_size))
+    target = count_params(UNet(ucfg))
     widths = range(max(8, ucfg.channels // 16 * 8), 3 * ucfg.channels // 2 + 1, 8)   # multiples of the 8 groups
-    tried = {w: count_params(diffusers_unet(ucfg, w, image_size)) for w in widths}
+    tried = {w: count_params(diffusers_unet(ucfg, w)) for w in widths}
     width = min(tried, key=lambda w: abs(tried[w] - target))
     if abs(tried[width] / target - 1) > 0.10:
         raise UserError(f"no diffusers width within 10 % of our {target:,} parameters (tried {tried})")
-    return diffusers_unet(ucfg, width, image_size), tried
+    return diffusers_unet(ucfg, width), tried
 
 
 def forward(name: str, model: nn.Module, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -138,9 +144,71 @@ def measure(models: dict[str, nn.Module], batch, cfg: Config) -> dict:
     return results
 
 
+def add_flop_rates(results: dict, flops: dict[str, int], peak: dict, batch_size: int) -> None:
+    """Next to each images/s: GFLOP/s (FLOPs per image times images/s) and the fraction of that precision's peak."""
+    for precision, row in results.items():
+        for name, step in flops.items():
+            gflops = row[f"{name}_img_s"] * step / batch_size / 1e9
+            row[f"{name}_gflops"] = round(gflops, 1)
+            row[f"{name}_frac_of_peak"] = round(gflops / peak[precision]["peak_gflops"], 3)
+
+
+def step_flops(name: str, model: nn.Module, batch) -> int:
+    """Matmul and convolution FLOPs of one training step (forward and backward), as torch counts them."""
+    xt, t, eps = batch
+    with FlopCounterMode(display=False) as counter:
+        F.mse_loss(forward(name, model, xt, t), eps).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+# --- what this CPU can do: the peaks the training rates are a fraction of -----------------------------
+
+def _median_seconds(fn, reps: int) -> float:
+    fn()                                                   # untimed: oneDNN picks and caches its kernel here
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_gflops(n: int, dtype: torch.dtype, reps: int, device) -> float:
+    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+    return 2 * n ** 3 / _median_seconds(lambda: a @ b, reps) / 1e9
+
+
+def conv3x3_gflops(batch: int, channels: int, size: int, dtype: torch.dtype, reps: int, device) -> float:
+    """Forward + backward of one 3x3 convolution channels -> channels on (batch, channels, size, size), in
+    channels_last, the layout oneDNN computes in."""
+    conv = nn.Conv2d(channels, channels, 3, padding=1).to(device, dtype, memory_format=torch.channels_last)
+    x = torch.randn(batch, channels, size, size, device=device).to(dtype, memory_format=torch.channels_last)
+    x.requires_grad_()
+    with FlopCounterMode(display=False) as counter:
+        conv(x).sum().backward()
+    return counter.get_total_flops() / _median_seconds(lambda: conv(x).sum().backward(), reps) / 1e9
+
+
+def peaks(ucfg: UNetConfig, batch_size: int, matmul_n: int, reps: int, device) -> dict:
+    """GFLOP/s of a square matmul and of 3x3 convolutions at each U-Net level's width and side (the training
+    batch), in fp32 and bf16; "peak" is the fastest of them."""
+    sides = [-(-ucfg.image_size // 2 ** level) for level in range(len(ucfg.mults))]      # 28, 14, 7
+    out = {}
+    for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        rates = {f"matmul_{matmul_n}": matmul_gflops(matmul_n, dtype, reps, device)}
+        for mult, side in zip(ucfg.mults, sides):
+            c = ucfg.channels * mult
+            rates[f"conv3x3_c{c}_{side}x{side}"] = conv3x3_gflops(batch_size, c, side, dtype, reps, device)
+        rates = {k: round(v, 1) for k, v in rates.items()}
+        out[precision] = {"peak_gflops": max(rates.values()), "microbenchmarks_gflops": rates}
+    return out
+
+
 def profile(models: dict[str, nn.Module], batch, cfg: Config, rows: int = 14) -> str:
     """Where `cfg.steps` training steps of each network spend their time (torch.profiler), as markdown."""
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
     sections = []
     for precision in cfg.precisions:
         for name, model in models.items():
@@ -184,7 +252,7 @@ def load_average() -> float:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     epilog=f"config keys (--key=value): {', '.join(to_dict(DEFAULT))}")
+                                     epilog=f"config keys (--key=value): {', '.join(flatten(to_dict(DEFAULT)))}")
     parser.add_argument("--quick", action="store_true", help="tiny networks and batch: seconds (tests)")
     parser.add_argument("--profile", action="store_true", help="also profile each network (unet_throughput_profile.md)")
     parser.add_argument("--out", type=Path, default=BENCH / "results", help="folder for unet_throughput.json")
@@ -198,29 +266,37 @@ def main(argv=None):
     load_start = load_average()
 
     # --- build both networks from one description, then one shared batch
-    ucfg = UNetConfig(in_channels=1, channels=cfg.channels, mults=cfg.mults, n_res=cfg.n_res, attn_res=cfg.attn_res)
+    ucfg = cfg.unet
     torch.manual_seed(cfg.seed)
-    theirs, tried = matched_diffusers_unet(ucfg, cfg.image_size)
-    models = {"ours": UNet(ucfg, cfg.image_size).to(device), "diffusers": theirs.to(device)}
+    theirs, tried = matched_diffusers_unet(ucfg)
+    models = {"ours": UNet(ucfg).to(device), "diffusers": theirs.to(device)}
     params = {name: count_params(m) for name, m in models.items()}
     width = theirs.config.block_out_channels[0]
     print(f"ours      common.nets.UNet        {params['ours']:>10,} parameters")
     print(f"diffusers UNet2DModel width {width:<4}  {params['diffusers']:>10,} parameters "
           f"({params['diffusers'] / params['ours'] - 1:+.1%}); widths tried: {tried}")
     g = torch.Generator().manual_seed(cfg.seed)
-    shape = (cfg.batch_size, 1, cfg.image_size, cfg.image_size)
+    shape = (cfg.batch_size, ucfg.in_channels, ucfg.image_size, ucfg.image_size)
     batch = tuple(z.to(device) for z in (torch.randn(shape, generator=g),                   # x_t
                                          torch.randint(1, T_TRAIN + 1, (cfg.batch_size,), generator=g) / T_TRAIN,
                                          torch.randn(shape, generator=g)))                  # eps target
 
     # --- measure (and optionally profile)
+    flops = {name: step_flops(name, model, batch) for name, model in models.items()}
+    peak = peaks(ucfg, cfg.batch_size, cfg.matmul_n, cfg.peak_reps, device)
     results = measure(models, batch, cfg)
-    print(f"\nbatch {cfg.batch_size}, {cfg.image_size}x{cfg.image_size}, {torch.get_num_threads()} threads, "
-          f"median of {cfg.repeats} x {cfg.steps} steps")
-    print(f"{'precision':<10}{'ours img/s':>12}{'diffusers img/s':>17}{'ours/diffusers':>16}")
+    add_flop_rates(results, flops, peak, cfg.batch_size)
+    print(f"\nbatch {cfg.batch_size}, {ucfg.image_size}x{ucfg.image_size}, {torch.get_num_threads()} threads, "
+          f"median of {cfg.repeats} x {cfg.steps} steps; GFLOP/s and fraction of this CPU's peak in that precision")
+    print(f"{'precision':<10}{'peak GFLOP/s':>13}{'ours img/s':>12}{'GFLOP/s':>9}{'of peak':>9}"
+          f"{'diffusers img/s':>17}{'GFLOP/s':>9}{'of peak':>9}{'ours/diffusers':>16}")
     for precision, r in results.items():
-        print(f"{precision:<10}{r['ours_img_s']:>12.1f}{r['diffusers_img_s']:>17.1f}"
-              f"{r['ratio_ours_over_diffusers']:>16.3f}")
+        print(f"{precision:<10}{peak[precision]['peak_gflops']:>13.0f}{r['ours_img_s']:>12.1f}{r['ours_gflops']:>9.1f}"
+              f"{r['ours_frac_of_peak']:>9.1%}{r['diffusers_img_s']:>17.1f}{r['diffusers_gflops']:>9.1f}"
+              f"{r['diffusers_frac_of_peak']:>9.1%}{r['ratio_ours_over_diffusers']:>16.3f}")
+    for precision, p in peak.items():
+        rates = ", ".join(f"{k} {v:.0f}" for k, v in p["microbenchmarks_gflops"].items())
+        print(f"{precision} microbenchmarks, GFLOP/s: {rates}")
     tables = profile(models, batch, cfg) if args.profile else None
 
     # --- record
@@ -228,7 +304,8 @@ def main(argv=None):
               "config": to_dict(cfg),
               "params": {**params, "ratio_diffusers_over_ours": round(params["diffusers"] / params["ours"], 4),
                          "diffusers_width": width, "diffusers_widths_tried": tried},
-              "results": results}
+              "flops_per_image": {name: round(f / cfg.batch_size) for name, f in flops.items()},
+              "peaks": peak, "results": results}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "unet_throughput.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {args.out / 'unet_throughput.json'}")
