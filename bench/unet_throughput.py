@@ -137,7 +137,7 @@ def measure(models: dict[str, nn.Module], batch, cfg: Config) -> dict:
             for name, model in models.items():
                 runs[name].append(images_per_second(name, model, opts[name], batch, cfg, bf16))
         median = {name: statistics.median(r) for name, r in runs.items()}
-        results[precision] = {"ours_img_s": round(median["ours"], 1), "diffusers_img_s": round(median["diffusers"], 1),
+        results[precision] = {"ours_img_s": round(median["ours"], 3), "diffusers_img_s": round(median["diffusers"], 3),
                               "ratio_ours_over_diffusers": round(median["ours"] / median["diffusers"], 3),
                               "ours_repeats": [round(v, 1) for v in runs["ours"]],
                               "diffusers_repeats": [round(v, 1) for v in runs["diffusers"]]}
