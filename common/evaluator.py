@@ -254,6 +254,15 @@ def say_if_skipped(scores: dict) -> bool:
     return "scores_skipped" in scores
 
 
+@torch.no_grad()
+def unconfident(x: torch.Tensor, dataset: str = "mnist", device: str = "cpu") -> torch.Tensor | None:
+    """(N,) bool: the samples whose top class probability is at most CONFIDENT (those `confident_frac`
+    does not count), e.g. to frame them in a grid; None for a dataset without an evaluator."""
+    if evaluator_for(dataset) is None:
+        return None
+    return load_evaluator(dataset, device).probs(quantize(x)).max(dim=1).values <= CONFIDENT
+
+
 def score_images(x: torch.Tensor, labels: torch.Tensor | None = None, *, dataset: str = "mnist",
                  data_dir: str | None = None, device: str = "cpu") -> dict:
     """The evaluation protocol for samples x (N, 1, 28, 28) in [-1, 1] of `dataset` (its

@@ -31,16 +31,20 @@ from common.config import UserError  # noqa: E402
 from common.samples import to_uint8  # noqa: E402  (re-exported: plotting.to_uint8)
 
 PAD_VALUE = 255  # grid separators are white: they stand out against MNIST's black background
+MARK_RGB = (230, 30, 30)  # the frame of a marked image
 GIF_HOLD_MS = 1000  # the last GIF frame (the final sample) stays up at least this long
 DPI = 100
 
 
-def image_grid(x: torch.Tensor, nrow: int | None = None, pad: int = 2) -> np.ndarray:
+def image_grid(x: torch.Tensor, nrow: int | None = None, pad: int = 2,
+               marked: torch.Tensor | None = None) -> np.ndarray:
     """Tile (N, C, H, W) images in [-1, 1] into one (H', W', 3) uint8 array (torchvision's make_grid).
 
     `nrow` images per row (at most N), default ceil(sqrt(N)); `pad` pixels of PAD_VALUE around and
     between images, so image i's top-left pixel sits at
     (pad + (i // nrow) * (H + pad), pad + (i % nrow) * (W + pad)).
+    `marked` (N,) bool: those images get a red frame in the padding around them (e.g. the samples
+    the evaluator is not confident about).
     """
     if x.ndim != 4 or x.shape[1] not in (1, 3):
         raise ValueError(f"expected (N, 1 or 3, H, W) images, got shape {tuple(x.shape)}")
@@ -48,11 +52,18 @@ def image_grid(x: torch.Tensor, nrow: int | None = None, pad: int = 2) -> np.nda
     grid = make_grid(to_uint8(x), nrow=nrow, padding=pad, pad_value=PAD_VALUE)  # (3, H', W'); grey -> RGB
     if len(x) == 1:  # make_grid returns a lone image without its frame
         grid = F.pad(grid, (pad, pad, pad, pad), value=PAD_VALUE)
+    h, w = x.shape[-2:]
+    for i in ([] if marked is None else torch.nonzero(marked).flatten().tolist()):
+        top, left = pad + (i // nrow) * (h + pad), pad + (i % nrow) * (w + pad)
+        frame = grid[:, top - pad: top + h + pad, left - pad: left + w + pad]   # (3, h + 2 pad, w + 2 pad)
+        inside = frame[:, pad: pad + h, pad: pad + w].clone()
+        frame[:] = torch.tensor(MARK_RGB, dtype=torch.uint8)[:, None, None]
+        frame[:, pad: pad + h, pad: pad + w] = inside
     return grid.permute(1, 2, 0).contiguous().numpy()
 
 
-def _grid_image(x: torch.Tensor, nrow: int | None, scale: int) -> Image.Image:
-    grid = Image.fromarray(image_grid(x, nrow))
+def _grid_image(x: torch.Tensor, nrow: int | None, scale: int, marked: torch.Tensor | None = None) -> Image.Image:
+    grid = Image.fromarray(image_grid(x, nrow, marked=marked))
     return grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST)
 
 
@@ -62,9 +73,11 @@ def _prepare(path) -> Path:
     return path
 
 
-def save_grid(x: torch.Tensor, path, nrow: int | None = None, scale: int = 2) -> None:
-    """Save image_grid(x) as a PNG, each pixel upscaled to scale x scale (nearest neighbour)."""
-    _grid_image(x, nrow, scale).save(_prepare(path))
+def save_grid(x: torch.Tensor, path, nrow: int | None = None, scale: int = 2,
+              marked: torch.Tensor | None = None) -> None:
+    """Save image_grid(x) as a PNG, each pixel upscaled to scale x scale (nearest neighbour); the
+    `marked` images (a (N,) bool mask) framed in red."""
+    _grid_image(x, nrow, scale, marked).save(_prepare(path))
 
 
 def save_gif(

