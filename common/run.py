@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 
 from common.config import RunArgs, UserError, to_dict, to_yaml
+from common.syllabus import refresh_row
 
 
 def git_commit() -> str:
@@ -100,4 +101,5 @@ def write_metrics(out: Path, metrics: dict, cfg, run: Run, wall_s: float) -> dic
               "config": to_dict(cfg), **metrics}
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+    refresh_row(out)  # a run into its day's own results/ refreshes that row of the root README's table
     return record

@@ -1,0 +1,153 @@
+"""The root README's syllabus table: each day's topic and key paper and, for a day with results, its status, wall
+time and headline metric, read from dayNN/results/metrics.json. Nothing in the table is typed by hand.
+
+    python scripts/update_readme.py           # rewrite the whole table; --check only compares (a test runs it)
+    refresh_row(out)                          # common.run.write_metrics calls this after writing OUT/metrics.json
+
+Why a run refreshes its own row. The table is a view of the results, and a test checks that the two agree exactly.
+A learner's run into its day's own results/ (the quickstart's first command does this) rewrites those results: the
+wall time always, the scores too on another CPU or a GPU, whose arithmetic differs. So such a run regenerates that
+one row as it writes its metrics, keeping any tick the reader has set. The check can then stay strict: it still
+catches a hand-edited number or a forgotten regeneration. A check that ignored what a run may change would have to
+ignore the scores as well, and would check nothing. Runs into any other folder (`--out`, the tests) touch nothing.
+
+FID in the table is written as a multiple of the floor: FID / (FID of real held-out images against the same
+reference, at the same n). Our FID uses the features of this repository's small evaluator, not Inception, so its
+raw values mean nothing outside this repository; the ratio to the floor does (1 = as close as real data).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+BEGIN, END = "<!-- syllabus:begin -->", "<!-- syllabus:end -->"
+
+# day: (topic, key paper)
+SYLLABUS = {
+    1: ("Gaussian noise basics", "Wiener 1949"), 2: ("Denoising autoencoder", "Vincent et al. 2008"),
+    3: ("Variational autoencoder", "Kingma & Welling 2014"), 4: ("Forward diffusion", "Sohl-Dickstein et al. 2015"),
+    5: ("Reverse process", "Ho et al. 2020"), 6: ("DDPM training loop", "Ho et al. 2020"),
+    7: ("Sampling from DDPM", "Nichol & Dhariwal 2021"), 8: ("Beta schedules", "Nichol & Dhariwal 2021"),
+    9: ("Classifier-free guidance", "Ho & Salimans 2022"), 10: ("DDIM", "Song et al. 2021"),
+    11: ("Latent diffusion", "Rombach et al. 2022"), 12: ("Text conditioning (cross-attention)", "Rombach et al. 2022"),
+    13: ("Image-to-image: SDEdit, inpainting", "Meng et al. 2022; Lugmayr et al. 2022"),
+    14: ("Super-resolution 16→32", "Saharia et al. 2022 (SR3)"), 15: ("EMA", "Karras et al. 2024"),
+    16: ("Flow matching", "Lipman et al. 2023"), 17: ("Probability-flow ODE", "Song et al. 2021 (score SDE)"),
+    18: ("Rectified flow", "Liu et al. 2023"), 19: ("Consistency models", "Song et al. 2023"),
+    20: ("Progressive distillation", "Salimans & Ho 2022"), 21: ("Diffusion GANs", "Xiao et al. 2022"),
+    22: ("Diffusion transformers", "Peebles & Xie 2023"), 23: ("Score distillation", "Poole et al. 2023"),
+    24: ("Flow matching for video", "Ho et al. 2022 (VDM)"), 25: ("SDEdit editing", "Meng et al. 2022"),
+    26: ("ControlNet", "Zhang et al. 2023"), 27: ("Diffusion policy", "Chi et al. 2023"),
+    28: ("Efficient diffusion", "Karras et al. 2022 (EDM)"), 29: ("Multimodal diffusion", "Bao et al. 2023"),
+    30: ("Research mini-project", "—"),
+}
+WEEKS = [("Week 1 — Foundations", range(1, 8)), ("Week 2 — Core", range(8, 15)),
+         ("Week 3 — Core & flows", range(15, 22)), ("Week 4 — Advanced", range(22, 29)),
+         ("Week 5 — Multimodal & project", range(29, 31))]
+HEADER = ["| Day | Topic | Key paper | Status | cpu wall time | Headline metric | Done |",
+          "|---|---|---|---|---|---|---|"]
+
+
+# --- headlines -------------------------------------------------------------------------------------------
+
+def times_floor(s: dict) -> str:
+    """'FID 3.4× floor (n=1000), 74% confident' for one scored sample set `s` (common.evaluator's scores).
+    The ratio is the recorded `fid_ratio`, else fid / fid_floor of the same record."""
+    ratio = s.get("fid_ratio") or s["fid"] / s["fid_floor"]
+    n = f" (n={s['n']})" if "n" in s else ""
+    return f"FID {ratio:.{1 if ratio < 10 else 0}f}× floor{n}, {s['confident_frac']:.0%} confident"
+
+
+def _at(rows: list[dict], **match) -> dict:
+    return next(r for r in rows if all(r[k] == v for k, v in match.items()))
+
+
+def _sampler(setting: str) -> str:
+    """Day 7's setting name as words: 'posterior-25' -> '25 ancestral steps of variance β̃'."""
+    variance, steps = setting.rsplit("-", 1)
+    return f"{steps} ancestral steps of variance {'β̃' if variance == 'posterior' else 'β'}"
+
+
+# The one result each day is judged by, read from its metrics.json (a day may also write a `headline` key).
+HEADLINES = {
+    1: lambda m: "Wiener PSNR {psnr_wiener:.1f} dB vs noisy {psnr_nothing:.1f} dB at σ=1".format(
+        **_at(m["denoisers"], sigma=1.0)),
+    2: lambda m: "U-Net DAE iterated from noise: " + times_floor(m["samples"]),
+    3: lambda m: "β=1 prior samples: " + times_floor(m["samples"]),
+    4: lambda m: "half the signal power gone at t = {:.2f} (linear) / {:.2f} (cosine)".format(
+        m["schedules"]["linear"]["half_power_t"], m["schedules"]["cosine"]["half_power_t"]),
+    5: lambda m: "exact denoiser copies training digits: NN distance {:.1f} (test digits {:.1f})".format(
+        m["nn_to_subset"]["exact_samples_median"], m["nn_to_subset"]["test_images_median"]),
+    6: times_floor,
+    7: lambda m: f"{_sampler(m['npz']['setting'])}: " + times_floor(m["npz"]),
+    8: lambda m: f"best schedule ({m['best']}): " + times_floor(_at(m["summary"], schedule=m["best"])),
+}
+
+
+def headline(day: int, m: dict) -> str:
+    if day in HEADLINES:
+        return HEADLINES[day](m)
+    if "headline" in m:
+        h = m["headline"]
+        return h if isinstance(h, str) else f"{h['name']} {h['value']}"
+    if "fid" in m:
+        return times_floor(m)
+    return "see the day's README"
+
+
+# --- the table -------------------------------------------------------------------------------------------
+
+def row(root: Path, day: int, ticked: bool) -> str:
+    """Day `day`'s line of the table under the repository `root`. A run of another preset than cpu says so."""
+    topic, paper = SYLLABUS[day]
+    box = "[x]" if ticked else "[ ]"
+    link = f"[{topic}](day{day:02d}/README.md)"
+    path = root / f"day{day:02d}" / "results" / "metrics.json"
+    if not path.is_file():
+        return f"| {day} | {link} | {paper} | planned | — | — | {box} |"
+    m = json.loads(path.read_text())
+    minutes = f"{m['wall_time_s'] / 60:.1f} min" + ("" if m["preset"] == "cpu" else f" ({m['preset']} preset)")
+    return f"| {day} | {link} | {paper} | implemented | {minutes} | {headline(day, m)} | {box} |"
+
+
+def ticked_days(table_text: str) -> set[int]:
+    return {int(line.split("|")[1]) for line in table_text.splitlines()
+            if line.startswith("| ") and line.split("|")[1].strip().isdigit() and "[x]" in line}
+
+
+def table(root: Path, old: str) -> str:
+    """The whole table, keeping the boxes the reader has already ticked in `old`."""
+    ticked = ticked_days(old)
+    weeks = [f"- [{'x' if f'[x] {name}' in old else ' '}] {name} (days {r.start}–{r.stop - 1})" for name, r in WEEKS]
+    return "\n".join([*HEADER, *[row(root, d, d in ticked) for d in SYLLABUS], "", *weeks])
+
+
+def render(root: Path, readme: str) -> str:
+    """`readme` with the text between the syllabus markers regenerated."""
+    head, _, rest = readme.partition(BEGIN)
+    old, _, tail = rest.partition(END)
+    return f"{head}{BEGIN}\n{table(root, old)}\n{END}{tail}"
+
+
+def refresh_row(out: Path) -> None:
+    """If `out` is dayNN/results of a checkout whose README.md has the table, rewrite day NN's row in it (its tick
+    kept). Any other folder: nothing. The README is replaced atomically, so no reader sees half a file."""
+    out = Path(out).resolve()
+    root, match = out.parent.parent, re.fullmatch(r"day(\d\d)", out.parent.name)
+    readme = root / "README.md"
+    if out.name != "results" or not match or int(match[1]) not in SYLLABUS or not readme.is_file():
+        return
+    day, text = int(match[1]), readme.read_text()
+    head, begin, rest = text.partition(BEGIN)
+    block, end, tail = rest.partition(END)
+    if not begin or not end:
+        return
+    lines = [row(root, day, "[x]" in line) if line.startswith(f"| {day} | ") else line
+             for line in block.split("\n")]
+    new = head + begin + "\n".join(lines) + end + tail
+    if new != text:
+        tmp = readme.with_name(f".{readme.name}.{os.getpid()}.tmp")
+        tmp.write_text(new)
+        os.replace(tmp, readme)
