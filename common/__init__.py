@@ -13,6 +13,9 @@ Vocabulary, used by every module and every day (written once, here and in the ro
     prediction         what a network outputs: "eps", "x0", "v", "velocity" (dxt/dt) or "score"
     denoiser           a function (xt, t, **cond) -> Pair(x0, eps): any prediction through its adapter
     sampler            a generator sampler(denoiser, x, ts, *, path, ...) yielding each state along the grid ts
+    FID, floor         Fréchet distance of the evaluator's 128-d features (not Inception's): comparable only within
+                       this repository, at equal sample count n. The floor is the FID of real held-out images at the
+                       same n; results report fid_ratio = FID / floor (1: as close to the data as real images)
 
 Modules
     config     typed (nested) configs, presets, YAML files and the shared command line; UserError
@@ -28,6 +31,7 @@ Modules
     loop       the training loop (batches, resume, NaN guard, DDP) and its checkpoint payload
     checkpoint checkpoint files (atomic write, safe read) and rebuilding a network from one
     run        a run's bookkeeping: process group and device, OUT/config.yaml, metrics.json
+    syllabus   the root README's table of days, each implemented day's row read from its metrics.json
     plotting   grids, GIFs, curves, 2-D scatter/trajectory/vector-field plots
     evaluator, metrics, samples, evaluate   the one evaluation protocol
 """
