@@ -1,6 +1,7 @@
 """Day 01 helpers: the closed form of clipped noise, and the classical denoisers we compare.
 
     clipped_mse      E[(clip(x + σε, −1, 1) − x)²] for each pixel value x, exactly
+    clipped_fraction P(x + σε ∉ [−1, 1]): the share of pixels that clipping changes
     Wiener           the best *linear* denoiser x̂ = μ + W (y − μ), W = Σ (Σ + σ² I)⁻¹
     gaussian_blur    separable Gaussian smoothing, the hand-made denoiser (scipy's kernel)
 
@@ -32,6 +33,12 @@ def clipped_mse(x: Tensor, sigma: float) -> Tensor:
     cdf, pdf = torch.special.ndtr, lambda z: torch.exp(-z**2 / 2) / math.sqrt(2 * math.pi)
     inside = cdf(b) - cdf(a) - b * pdf(b) + a * pdf(a)
     return sigma**2 * (a**2 * cdf(a) + b**2 * (1 - cdf(b)) + inside)
+
+
+def clipped_fraction(x: Tensor, sigma: float) -> Tensor:
+    """P(x + σz < −1 or x + σz > 1) = Φ(a) + 1 − Φ(b), with a, b as in `clipped_mse`, elementwise."""
+    x = x.double()
+    return torch.special.ndtr((-1 - x) / sigma) + 1 - torch.special.ndtr((1 - x) / sigma)
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """Day 01 — Gaussian noise basics: add N(0, σ²) noise to MNIST over a ladder of σ and check every
 measured MSE, PSNR, SNR against its closed form (including the exact effect of clipping back to
-[-1, 1]); put variance-exploding x + σε next to variance-preserving √(1−β) x + √β ε; and see why we
-will *learn* denoisers: the best linear denoiser (Wiener), fitted in closed form, beats blurring
-and clipping at every σ, yet stays far from clean at high noise.
+[-1, 1]); put variance-exploding x + σε next to variance-preserving √(1−β) x + √β ε; compare ladders
+of noise levels (linear, quadratic, geometric, Karras) by what each level does to the image; and see
+why we will *learn* denoisers: the best linear denoiser (Wiener), fitted in closed form, beats
+blurring and clipping at every σ, yet stays far from clean at high noise.
 
 References:
     Ho, Jain & Abbeel (2020), "Denoising Diffusion Probabilistic Models", arXiv:2006.11239 (Eq. 2:
@@ -12,6 +13,10 @@ References:
     Wang, Bovik, Sheikh & Simoncelli (2004), "Image quality assessment: from error visibility to
         structural similarity", IEEE TIP 13(4) (SSIM).
     Kay (1993), "Fundamentals of Statistical Signal Processing: Estimation Theory", §12 (Wiener).
+    Song & Ermon (2019), "Generative Modeling by Estimating Gradients of the Data Distribution",
+        arXiv:1907.05600 (§4.2: a geometric ladder of noise levels).
+    Karras, Aittala, Aila & Laine (2022), "Elucidating the Design Space of Diffusion-Based Generative
+        Models", arXiv:2206.00364 (Eq. 5: σ_i spaced uniformly in σ^(1/ρ), ρ = 7).
 """
 from __future__ import annotations
 
@@ -23,13 +28,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from common.config import cli, parse_args
+from common.config import UserError, cli, parse_args
 from common.data import load_images
 from common.metrics import psnr, ssim
 from common.plotting import panel, plot_curves, save_gif
 from common.run import Run, write_metrics
 import matplotlib.pyplot as plt  # after common.plotting, which selects the file-only backend
-from denoisers import Wiener, clipped_mse, gaussian_blur  # day01/code/denoisers.py
+from denoisers import Wiener, clipped_fraction, clipped_mse, gaussian_blur  # day01/code/denoisers.py
 
 DAY = Path(__file__).resolve().parents[1]
 
@@ -44,11 +49,14 @@ class Config:
     blur_widths: tuple[float, ...] = (0.0, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0)  # candidate stds (pixels)
     n_show: int = 4          # digits in the figures
     gif_frames: int = 24
+    ladders: tuple[str, ...] = ("linear", "quadratic", "geometric", "karras")  # σ-progressions from min to max σ
+    ladder_levels: int = 10  # noise levels in each progression
     seed: int = 0
 
 
 PRESETS = {
-    "smoke": Config(sigmas=(0.1, 1.0), n_fit=500, n_tune=200, n_eval=100, blur_widths=(0.0, 1.0), gif_frames=3),
+    "smoke": Config(sigmas=(0.1, 1.0), n_fit=500, n_tune=200, n_eval=100, blur_widths=(0.0, 1.0), gif_frames=3,
+                    ladder_levels=4),
     "cpu": Config(),
     "gpu": Config(n_fit=60000, n_eval=10000),  # full MNIST when torchvision has it
 }
@@ -79,14 +87,18 @@ def noise_metrics(x: torch.Tensor, eps: torch.Tensor, sigma: float, power: float
 
     Clipping moves pixels near ±1 back towards x, so its MSE is the mean of `clipped_mse` over the
     pixels; that depends only on the histogram of pixel values (256 levels), so we average over those.
+    The same average of `clipped_fraction` predicts the share of pixels clipping changes.
     """
     y = x + sigma * eps
     yc = y.clamp(-1, 1)
     m, mc = mse(y, x), mse(yc, x)
     levels, counts = torch.unique(x, return_counts=True)
-    mc_theory = float((clipped_mse(levels, sigma) * counts).sum() / counts.sum())
+    weights = counts.double() / counts.sum()                      # the pixel-value histogram
+    mc_theory = float(clipped_mse(levels, sigma) @ weights)
     return {"sigma": sigma, "mse_theory": sigma**2, "mse": m,
             "mse_clipped_theory": mc_theory, "mse_clipped": mc,
+            "clip_frac_theory": float(clipped_fraction(levels, sigma) @ weights),
+            "clip_frac": float((y != yc).double().mean()),
             "psnr_theory": db(4 / sigma**2), "psnr": float(psnr(y, x).mean()),
             "psnr_clipped": float(psnr(yc, x).mean()),
             "snr_db_theory": db(power / sigma**2), "snr_db": db(power / m), "snr_db_clipped": db(power / mc),
@@ -109,7 +121,47 @@ def ve_vp_metrics(x, eps, sigma, power) -> dict:
             "rms_vp_theory": math.sqrt((1 - beta) * power + beta), "rms_vp": rms(vp)}
 
 
-# --- 3. why we learn denoisers: the best linear one against blur, clipping and nothing -----------------
+# --- 3. σ-progressions: the same range of noise, spaced four ways --------------------------------------
+
+def sigma_ladder(kind: str, n: int, lo: float, hi: float) -> list[float]:
+    """n noise levels from lo to hi; with s = i / (n − 1), i = 0 .. n − 1:
+
+        linear     σ_i = lo + (hi − lo) s
+        quadratic  σ_i = lo + (hi − lo) s²                        (the original challenge's "custom" ladder)
+        geometric  σ_i = lo (hi / lo)^s                           (Song & Ermon 2019: a constant ratio)
+        karras     σ_i = (lo^(1/ρ) + s (hi^(1/ρ) − lo^(1/ρ)))^ρ, ρ = 7   (Karras et al. 2022, Eq. 5)
+
+    PSNR = 10 log10(4 / σ²) falls by 20 log10(σ_{i+1} / σ_i) dB from one level to the next, so only the
+    geometric ladder takes equal steps in PSNR (and SNR); the others crowd their levels at one end.
+    """
+    if n < 2:
+        raise UserError(f"--ladder_levels={n}: a σ-progression needs at least 2 levels")
+    s = torch.linspace(0, 1, n, dtype=torch.float64)
+    if kind == "linear":
+        sig = lo + (hi - lo) * s
+    elif kind == "quadratic":
+        sig = lo + (hi - lo) * s**2
+    elif kind == "geometric":
+        sig = lo * (hi / lo) ** s
+    elif kind == "karras":
+        rho = 7.0
+        sig = (lo ** (1 / rho) + s * (hi ** (1 / rho) - lo ** (1 / rho))) ** rho
+    else:
+        raise UserError(f"--ladders: unknown σ-progression '{kind}'; choose from linear, quadratic, geometric, karras")
+    return sig.tolist()
+
+
+def ladder_metrics(x, eps, sigmas: list[float], power: float) -> dict:
+    """Each level's PSNR (theory and measured, mean over images) and SNR; the PSNR step between levels."""
+    psnr_theory = [db(4 / s**2) for s in sigmas]
+    return {"sigmas": sigmas, "psnr_theory": psnr_theory,
+            "psnr": [float(psnr(x + s * eps, x).mean()) for s in sigmas],
+            "snr_db_theory": [db(power / s**2) for s in sigmas],
+            "psnr_steps_db": [a - b for a, b in zip(psnr_theory, psnr_theory[1:])],
+            "levels_above_0db_snr": sum(power > s**2 for s in sigmas)}
+
+
+# --- 4. why we learn denoisers: the best linear one against blur, clipping and nothing -----------------
 
 def best_blur_width(x: torch.Tensor, y: torch.Tensor, widths) -> float:
     """The blur width with the lowest MSE on (clean, noisy) pairs: chosen on train, used on test."""
@@ -150,8 +202,22 @@ DENOISER_COLUMNS = {"σ": "sigma", "nothing": "psnr_nothing", "clip": "psnr_clip
                     "Wiener MSE test": "mse_wiener"}
 
 
-def save_images(out: Path, cfg: Config, x, eps, examples: list[dict]) -> None:
-    """Image panels and the GIF. Display clamps to [-1, 1], so every picture shows clip(y)."""
+def own_range(y: torch.Tensor) -> torch.Tensor:
+    """Each image mapped linearly from its own [min, max] to [-1, 1], so display does not clip it."""
+    lo, hi = y.amin(dim=(1, 2, 3), keepdim=True), y.amax(dim=(1, 2, 3), keepdim=True)
+    return 2 * (y - lo) / (hi - lo).clamp_min(1e-12) - 1
+
+
+def clipping_rows(y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What a display that clips to [-1, 1] hides: y on its own range, clip(y), and where clipping acted,
+    sign(y − clip(y)): white where y > 1 was cut down, black where y < −1 was lifted, grey where y is kept."""
+    return {"noisy y\n(own range)": own_range(y), "clip(y)": y.clamp(-1, 1),
+            "sign of\ny − clip(y)": torch.sign(y - y.clamp(-1, 1))}
+
+
+def save_images(out: Path, cfg: Config, x, eps, examples: list[dict], ladders: dict[str, dict]) -> None:
+    """Image panels and the GIF. Display clamps to [-1, 1], so a picture of y shows clip(y) unless the
+    image is first mapped to its own range (denoisers.png does both, and shows the difference)."""
     sig, k = list(cfg.sigmas), cfg.n_show
     labels = [f"σ={s:g}" for s in sig]
     panel([[x[i]] + [x[i] + s * eps[i] for s in sig] for i in range(k)], out / "noise_progression.png",
@@ -159,8 +225,11 @@ def save_images(out: Path, cfg: Config, x, eps, examples: list[dict]) -> None:
     vevp = [ve_vp_states(x[:2], eps[:2], s) for s in sig]  # per σ: (VE (2, C, H, W), VP (2, C, H, W))
     panel([[states[kind][i] for states in vevp] for i in range(2) for kind in (0, 1)], out / "ve_vs_vp.png",
           row_labels=["VE", "VP"] * 2, col_labels=[f"σ={s:g}\nβ={vp_beta(s):.3g}" for s in sig])
-    panel([[ex[name][0] for ex in examples] for name in DENOISERS], out / "denoisers.png",
-          row_labels=list(DENOISERS.values()), col_labels=labels)
+    digit = {name: torch.cat([ex[name] for ex in examples]) for name in DENOISERS}  # each (len(sig), C, H, W)
+    rows = clipping_rows(digit["nothing"]) | {"best blur": digit["blur"], "Wiener": digit["wiener"]}
+    panel([list(r) for r in rows.values()], out / "denoisers.png", row_labels=list(rows), col_labels=labels)
+    if ladders:
+        plot_ladder_images(x[0], eps[0], ladders, out / "sigma_ladders.png")
     ramp = [max(sig) * (j / max(cfg.gif_frames - 1, 1)) ** 2 for j in range(cfg.gif_frames)]
     save_gif([torch.cat(ve_vp_states(x[:k], eps[:k], s)) for s in ramp], out / "noise.gif", nrow=k, duration_ms=120)
 
@@ -173,6 +242,37 @@ def plot_theory(curves: dict[str, tuple[list, list | None, list]], path: Path, y
         color = ax.plot(xs, theory, lw=1.2, label=f"{label}: theory")[0].get_color() if theory else None
         ax.plot(xs, measured, "o", ms=5, mfc="none", color=color, label=f"{label}: measured")
     ax.set(xscale="log", yscale="log" if logy else "linear", xlabel="σ", ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_ladder_images(x0: torch.Tensor, eps0: torch.Tensor, ladders: dict[str, dict], path: Path) -> None:
+    """One digit x0 (C, H, W) under every level of every σ-progression (same noise eps0), σ above each image."""
+    n = max(len(lad["sigmas"]) for lad in ladders.values())
+    fig, axes = plt.subplots(len(ladders), n, figsize=(0.9 * n + 0.6, 1.0 * len(ladders) + 0.5), squeeze=False)
+    for row, (kind, lad) in zip(axes, ladders.items()):
+        for ax, s in zip(row, lad["sigmas"]):
+            ax.imshow((x0 + s * eps0).clamp(-1, 1)[0].cpu(), cmap="gray", vmin=-1, vmax=1)
+            ax.set_title(f"σ={s:.3g}", fontsize=7)
+        for ax in row:
+            ax.set(xticks=[], yticks=[])
+        row[0].set_ylabel(kind, fontsize=8)
+    fig.suptitle("σ-progressions from the same noise: level 0 … last (display clips to [−1, 1])", fontsize=9)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_ladder_psnr(ladders: dict[str, dict], power: float, path: Path) -> None:
+    """PSNR against level index: closed form 10 log10(4 / σ²) as lines, measured means as circles."""
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for kind, lad in ladders.items():
+        levels = range(len(lad["sigmas"]))
+        color = ax.plot(levels, lad["psnr_theory"], lw=1.2, label=kind)[0].get_color()
+        ax.plot(levels, lad["psnr"], "o", ms=5, mfc="none", color=color)
+    ax.axhline(db(4 / power), color="grey", lw=0.8, ls="--", label="SNR = 0 dB (σ² = P)")
+    ax.set(xlabel="level i", ylabel="PSNR (dB)", title="where each σ-progression spends its levels")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=100, bbox_inches="tight")
@@ -218,7 +318,12 @@ def main(argv=None):
     noise_rows = [noise_metrics(x, eps, s, power) for s in tqdm(cfg.sigmas, desc="noise ladder")]
     vevp_rows = [ve_vp_metrics(x, eps, s, power) for s in cfg.sigmas]
 
-    # --- 3. denoisers: Wiener fitted on train, blur width chosen on train, all scored on test
+    # --- 3. σ-progressions between the smallest and the largest σ of the ladder
+    lo, hi = min(cfg.sigmas), max(cfg.sigmas)
+    ladders = {kind: ladder_metrics(x, eps, sigma_ladder(kind, cfg.ladder_levels, lo, hi), power)
+               for kind in cfg.ladders}
+
+    # --- 4. denoisers: Wiener fitted on train, blur width chosen on train, all scored on test
     wiener = Wiener.fit(x_fit)
     x_tune, eps_tune = x_fit[: cfg.n_tune], eps_fit[: cfg.n_tune]
     den_rows, examples = [], []
@@ -231,15 +336,17 @@ def main(argv=None):
 
     # --- outputs
     run.out.mkdir(parents=True, exist_ok=True)
-    save_images(run.out, cfg, x, eps, examples)
+    save_images(run.out, cfg, x, eps, examples, ladders)
     save_plots(run.out, cfg, noise_rows, vevp_rows, den_rows, wiener)
+    if ladders:
+        plot_ladder_psnr(ladders, power, run.out / "sigma_ladders_psnr.png")
     (run.out / "table.md").write_text(
         f"Noise on {len(x)} {run.dataset} test images, P = E[x²] = {power:.4f}; PSNR is the mean over images.\n\n"
         + markdown_table(noise_rows, NOISE_COLUMNS)
         + "\nDenoisers: PSNR (dB) on test; Wiener fitted and blur width chosen on train.\n\n"
         + markdown_table(den_rows, DENOISER_COLUMNS))
     metrics = {"n_eval": len(x), "n_fit": len(x_fit), "signal_power": power,
-               "table": noise_rows, "ve_vp": vevp_rows, "denoisers": den_rows}
+               "table": noise_rows, "ve_vp": vevp_rows, "sigma_ladders": ladders, "denoisers": den_rows}
     write_metrics(run.out, metrics, cfg, run, time.time() - start)
     print(f"wrote {run.out}")
 
