@@ -86,15 +86,21 @@ HEADLINES = {
 }
 
 
+NO_HEADLINE = "no headline in this run's metrics.json"
+
+
 def headline(day: int, m: dict) -> str:
-    if day in HEADLINES:
-        return HEADLINES[day](m)
-    if "headline" in m:
-        h = m["headline"]
-        return h if isinstance(h, str) else f"{h['name']} {h['value']}"
-    if "fid" in m:
+    """The day's headline from its metrics.json. A record it cannot be read from (a run on data without an
+    evaluator, such as CIFAR-10, has no FID) says so instead of stopping the run that writes it."""
+    try:
+        if day in HEADLINES:
+            return HEADLINES[day](m)
+        if "headline" in m:
+            h = m["headline"]
+            return h if isinstance(h, str) else f"{h['name']} {h['value']}"
         return times_floor(m)
-    return "see the day's README"
+    except (KeyError, StopIteration):
+        return NO_HEADLINE
 
 
 # --- the table -------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from conftest import HANG_TIMEOUT
 
-from common.syllabus import BEGIN, END, refresh_row, render, times_floor
+from common.syllabus import BEGIN, END, NO_HEADLINE, headline, refresh_row, render, times_floor
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,3 +89,11 @@ def test_fid_is_shown_as_a_multiple_of_the_floor():
     readme = (ROOT / "README.md").read_text()
     rows = readme.split(BEGIN)[1].split(END)[0]
     assert "FID" in rows and not re.search(r"FID [\d.]+ \(", rows), "raw FIDs in the table cannot be read"
+
+
+def test_every_committed_day_has_a_headline_and_a_run_without_scores_gets_a_note():
+    for path in sorted(ROOT.glob("day*/results/metrics.json")):
+        day = int(path.parent.parent.name[3:])
+        assert headline(day, json.loads(path.read_text())) != NO_HEADLINE, path
+    unscored = {"preset": "cpu", "wall_time_s": 1.0, "scores_skipped": "no evaluator for cifar10"}
+    assert headline(6, unscored) == headline(12, unscored) == NO_HEADLINE
