@@ -1,8 +1,12 @@
 """Day 04: the chain's moments propagated exactly in float64, the day's chain against its recursion,
 the Monte Carlo comparison with the power to reject a wrong closed form, the milestones against a
 brute-force search and a small-β approximation, the KL against its per-pixel closed form, the exact
-pixel marginal against scipy, the colour (CIFAR-10) picture path on fake data, and the smoke run."""
+pixel marginal against scipy, the per-t MSE against Monte Carlo, the two KL bounds against
+torch.distributions and against the exact KL of a 1-D mixture by quadrature (including the mutual
+information that separates the upper bound from it), the colour (CIFAR-10) picture path on fake data,
+and the smoke run."""
 
+import csv
 import json
 import math
 import subprocess
@@ -14,7 +18,9 @@ import pytest
 import torch
 from conftest import HANG_TIMEOUT, load_day
 from scipy import integrate, stats
+from torch.distributions import Normal, kl_divergence
 
+from common.diffusion import kl_prior
 from common.paths import SCHEDULES, DiscreteVP
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,6 +124,77 @@ def test_marginal_density_is_the_gaussian_mixture():
     assert mass == pytest.approx(1, abs=1e-9)
 
 
+# --- per t: MSE(x_t, x_0) and the bounds on KL(q(x_t) ‖ N(0, I)) ------------------------------------------
+
+def test_mse_to_x0_against_monte_carlo():
+    x0 = torch.rand(50, 1, 3, 3, generator=gen(10), dtype=F64) * 2 - 1
+    power = x0.pow(2).mean().item()
+    for ab in (0.999, 0.6, 0.1):
+        eps = torch.randn(4000, *x0.shape, generator=gen(11), dtype=F64)          # many noises per image
+        measured = (math.sqrt(ab) * x0 + math.sqrt(1 - ab) * eps - x0).pow(2).mean().item()
+        assert measured == pytest.approx(forward.mse_to_x0(torch.tensor(ab, dtype=F64), power).item(), rel=0.01)
+    ends = forward.mse_to_x0(torch.tensor([1.0, 0.0], dtype=F64), power)
+    assert ends.tolist() == pytest.approx([0.0, power + 1])                       # x_0 itself; independent noise
+
+
+def test_kl_bounds_match_torch_distributions():
+    x0 = torch.rand(40, 1, 2, 3, generator=gen(12), dtype=F64) * 2 - 1          # (N, 1, 2, 3): D = 6
+    ab = torch.tensor([0.95, 0.5, 0.02], dtype=F64)
+    lower, upper = forward.kl_to_prior_bounds(ab, x0)
+    flat = x0.flatten(1)
+    for k, a in enumerate(ab.tolist()):
+        cond = kl_divergence(Normal(math.sqrt(a) * flat, math.sqrt(1 - a)), Normal(0.0, 1.0))   # (N, D)
+        assert upper[k].item() == pytest.approx(cond.sum(1).mean().item(), rel=1e-12)
+        m = math.sqrt(a) * flat.numpy().mean(0)                                   # the marginal's moments, numpy
+        v = a * flat.numpy().var(0) + 1 - a
+        fit = kl_divergence(Normal(torch.tensor(m), torch.tensor(np.sqrt(v))), Normal(0.0, 1.0)).sum()
+        assert lower[k].item() == pytest.approx(fit.item(), rel=1e-12)
+    assert torch.all(lower < upper)
+
+
+def test_upper_bound_at_t1_is_the_prior_term():
+    sched = DiscreteVP.named("linear", 1000)
+    x0 = torch.rand(8, 1, 4, 4, generator=gen(13), dtype=F64) * 2 - 1
+    _, upper = forward.kl_to_prior_bounds(sched.alpha_bar[-1:], x0)
+    assert upper.item() == pytest.approx(kl_prior(sched, x0).mean().item(), rel=1e-10)
+
+
+@pytest.mark.parametrize("ab", [0.9, 0.5, 0.05])
+def test_kl_bounds_bracket_the_exact_kl_of_a_mixture(ab):
+    """One pixel, x_0 ∈ {−1, 0.6} with weights 0.7, 0.3: q(x_t) is a two-Gaussian mixture whose KL to N(0, 1)
+    and whose mutual information with x_0 are 1-D integrals (scipy.integrate.quad)."""
+    values, weights = np.array([-1.0, 0.6]), np.array([0.7, 0.3])
+    sd = math.sqrt(1 - ab)
+
+    def log_cond(z, v):                     # log q(x_t = z | x_0 = v); logs keep the far tails finite
+        return stats.norm.logpdf(z, math.sqrt(ab) * v, sd)
+
+    def log_q(z):
+        return np.logaddexp(*(math.log(w) + log_cond(z, v) for v, w in zip(values, weights)))
+    kl = integrate.quad(lambda z: math.exp(log_q(z)) * (log_q(z) - stats.norm.logpdf(z)), -12, 12,
+                        epsabs=1e-12)[0]
+    mutual = sum(w * integrate.quad(lambda z, v=v: math.exp(log_cond(z, v)) * (log_cond(z, v) - log_q(z)),
+                                    -12, 12, epsabs=1e-12)[0] for v, w in zip(values, weights))
+    x0 = torch.tensor(np.repeat(values, [7, 3]), dtype=F64)[:, None]        # the data: 7 × (−1), 3 × 0.6
+    lower, upper = forward.kl_to_prior_bounds(torch.tensor([ab], dtype=F64), x0)
+    assert lower.item() < kl < upper.item()
+    assert upper.item() == pytest.approx(kl + mutual, rel=1e-7)               # E KL(q(x_t|x_0) ‖ p) = I + KL
+
+
+def test_forward_stats_rows():
+    sched = DiscreteVP.named("cosine", 100)
+    x0 = torch.rand(20, 1, 4, 4, generator=gen(14)) * 2 - 1
+    eps = torch.randn(x0.shape, generator=gen(15))
+    rows = train.forward_stats(sched, x0, eps, every=30)
+    assert [r["step"] for r in rows] == [30, 60, 90, 100] and rows[-1]["t"] == 1.0
+    for r in rows:                                            # measured with this one noise draw, directly
+        xt = math.sqrt(r["alpha_bar"]) * x0.double() + math.sqrt(1 - r["alpha_bar"]) * eps.double()
+        assert r["mse"] == pytest.approx((xt - x0.double()).pow(2).mean().item(), rel=1e-5)
+        assert r["kl_lower_nats"] < r["kl_upper_nats"]
+    with pytest.raises(train.UserError, match="stats_every"):
+        train.forward_stats(sched, x0, eps, every=0)
+
+
 # --- pictures and the whole run ----------------------------------------------------------------------------
 
 def test_colour_pictures(tmp_path):
@@ -141,8 +218,16 @@ def test_smoke_run(tmp_path):
         assert math.isfinite(s["kl_prior_nats_per_image"]) and s["kl_prior_nats_per_dim"] >= 0
     for c in m["chain"].values():
         assert 0.8 < c["rms_z_mean"] < 1.2 and 0.8 < c["rms_z_var"] < 1.2
+    rows = list(csv.DictReader(open(tmp_path / "forward_stats.csv")))
+    assert tuple(rows[0]) == train.STATS_COLUMNS and len(rows) == len(SCHEDULES) * 10   # stats_every = 100
+    assert all(float(r["kl_lower_nats"]) < float(r["kl_upper_nats"]) for r in rows)
+    for name, summary in m["forward_stats"].items():
+        assert summary["kl_upper_nats_at_1"] == pytest.approx(m["schedules"][name]["kl_prior_nats_per_image"],
+                                                              rel=1e-9)
+        assert summary["max_abs_mse_dev"] < 0.05 and summary["kl_lower_nats_at_1"] < summary["kl_upper_nats_at_1"]
     final = m["histograms"][-1]
     assert final["t"] == 1.0 and abs(final["mean"]) < 0.05 and abs(final["std"] - 1) < 0.05
-    for name in ("schedules.png", "chain_vs_closed_form.png", "pixel_histograms.png", "forward_mnist.gif",
+    for name in ("forward_stats.png", "schedules.png", "chain_vs_closed_form.png", "pixel_histograms.png",
+                 "forward_mnist.gif",
                  "trajectories_mnist.png", "trajectories_mnist_schedules.png"):
         assert 0 < (tmp_path / name).stat().st_size < 1_000_000, name

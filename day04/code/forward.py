@@ -4,6 +4,8 @@
     chain_vs_closed_form Monte Carlo moments of the chain against √ᾱ_t x_0 and 1 − ᾱ_t
     milestones           the first step at which a given share of the signal is gone
     marginal_density     the exact density of one pixel of x_t, a mixture over the data's pixel values
+    mse_to_x0            E‖x_t − x_0‖² per pixel in closed form
+    kl_to_prior_bounds   two closed forms that bracket KL(q(x_t) ‖ N(0, I)) at every t
 
 Reference: Ho, Jain & Abbeel (2020), "Denoising Diffusion Probabilistic Models", arXiv:2006.11239
 (Eq. 2: the chain; Eq. 4: its closed form; Eq. 5: the prior term L_T).
@@ -84,3 +86,34 @@ def marginal_density(grid: Tensor, levels: Tensor, weights: Tensor, alpha_bar: f
     mean, var = math.sqrt(alpha_bar) * levels.double(), 1 - alpha_bar   # (L,)
     dens = torch.exp(-(grid.double()[:, None] - mean) ** 2 / (2 * var)) / math.sqrt(2 * math.pi * var)
     return dens @ weights.double()                                       # (G,)
+
+
+def mse_to_x0(alpha_bar: Tensor, power: float) -> Tensor:
+    """E[(x_t − x_0)²] per pixel with x_t = √ᾱ x_0 + √(1−ᾱ) ε and P = E[x_0²]:
+    ((√ᾱ − 1) x_0 + √(1−ᾱ) ε)² averages to (1 − √ᾱ)² P + (1 − ᾱ) (the cross term has mean 0).
+    It rises from 0 to P + 1 at ᾱ = 0, where x_t is noise independent of x_0."""
+    return (1 - alpha_bar.sqrt()) ** 2 * power + (1 - alpha_bar)
+
+
+def kl_to_prior_bounds(alpha_bar: Tensor, x0: Tensor) -> tuple[Tensor, Tensor]:
+    """(lower, upper) bounds on KL(q(x_t) ‖ N(0, I)), nats per image, for q(x_t) the marginal of the images
+    x0 (N, ...) noised to each ᾱ of `alpha_bar` (K,). Each is (K,).
+
+    upper = E_x0 KL(q(x_t | x_0) ‖ N(0, I)), Eq. 5's L_T at every t. Per pixel, KL(N(√ᾱ x, 1−ᾱ) ‖ N(0, 1))
+            = ½ (ᾱ x² − ᾱ − log(1 − ᾱ)), so the average over images is ½ Σ_d (ᾱ (E[x_d²] − 1) − log(1 − ᾱ)).
+            It exceeds the marginal's KL by the mutual information I(x_0; x_t):
+            E_x0 KL(q(x_t|x_0) ‖ p) = I(x_0; x_t) + KL(q(x_t) ‖ p).
+    lower = KL(N(m, diag v) ‖ N(0, I)) for the Gaussian with q(x_t)'s per-pixel mean m = √ᾱ μ_d and variance
+            v = ᾱ s_d² + 1 − ᾱ. N(0, I) belongs to the family of diagonal Gaussians and the fit matches
+            q(x_t)'s moments, so KL(q ‖ N(0, I)) = KL(q ‖ fit) + KL(fit ‖ N(0, I)) ≥ KL(fit ‖ N(0, I))
+            (the Pythagorean identity of exponential families).
+    The upper bound is infinite at t = 0 (q(x_0|x_0) is a point); the lower one stays finite.
+    """
+    x = x0.flatten(1).double()                                   # (N, D)
+    ab = alpha_bar.double()[:, None]                             # (K, 1)
+    second = x.pow(2).mean(0)                                    # (D,)  E[x_d²]
+    mean, var = x.mean(0), x.var(0, correction=0)                # (D,)  moments of the images as they are
+    upper = 0.5 * (ab * (second - 1) - torch.log1p(-ab)).sum(1)
+    m2, v = ab * mean**2, ab * var + 1 - ab                      # (K, D)
+    lower = 0.5 * (v + m2 - 1 - torch.log(v)).sum(1)
+    return lower, upper

@@ -1,7 +1,8 @@
 """Day 04 — Forward diffusion: the linear, cosine, quadratic and sigmoid schedules side by side
-(β_t, ᾱ_t, SNR(t), when half the signal is gone, how close x_1 is to N(0, I)); the closed form
-q(x_t | x_0) checked against iterating q(x_t | x_{t−1}) on real MNIST pixels; and pictures of images
-dissolving into noise and of their pixel histograms drifting to N(0, 1).
+(β_t, ᾱ_t, SNR(t), when half the signal is gone, how close x_1 is to N(0, I)); per t, the MSE between
+x_t and x_0 and two closed forms that bracket the KL from q(x_t) to N(0, I) (forward_stats.csv); the
+closed form q(x_t | x_0) checked against iterating q(x_t | x_{t−1}) on real MNIST pixels; and pictures
+of images dissolving into noise and of their pixel histograms drifting to N(0, 1).
 
 Convention: t = i / T in [0, 1], t = 0 data, t = 1 noise; x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε.
 
@@ -15,6 +16,7 @@ References:
 """
 from __future__ import annotations
 
+import csv
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +31,8 @@ from common.paths import SCHEDULES, DiscreteVP
 from common.plotting import panel, save_gif
 from common.run import Run, write_metrics
 import matplotlib.pyplot as plt  # after common.plotting, which selects the file-only backend
-from forward import chain_vs_closed_form, marginal_density, milestones  # day04/code/forward.py
+from forward import (chain_vs_closed_form, kl_to_prior_bounds, marginal_density, milestones,  # day04/code/
+                     mse_to_x0)
 
 DAY = Path(__file__).resolve().parents[1]
 
@@ -43,6 +46,7 @@ class Config:
     chain_images: int = 2      # images whose chain q(x_t | x_{t−1}) is iterated step by step ...
     chain_copies: int = 256    # ... this many times each
     check_every: int = 10      # compare the chain with the closed form every this many steps
+    stats_every: int = 10      # per-t MSE and KL bounds (forward_stats.csv) every this many steps
     show_schedule: str = "linear"  # the schedule of the histograms and the digit grid
     times: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)  # grid columns
     hist_times: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
@@ -51,9 +55,32 @@ class Config:
     gif_frames: int = 16
     seed: int = 0
 
+    def check(self) -> None:
+        """What the fields must satisfy, checked when the command line is parsed (common.config.validate)."""
+        from common.config import require
+        from common.data import DATASETS
+
+        require(self.dataset in DATASETS, "dataset", f"choose one of {', '.join(DATASETS)}")
+        require(len(self.schedules) >= 1 and set(self.schedules) <= set(SCHEDULES), "schedules",
+                f"choose one or more of {','.join(SCHEDULES)}")
+        require(self.show_schedule in SCHEDULES, "show_schedule", f"choose one of {', '.join(SCHEDULES)}")
+        require(self.n_steps >= 1, "n_steps", "choose at least 1 noise level, e.g. 1000")
+        require(self.n_images >= 2, "n_images", "choose at least 2 images (their variance is measured)")
+        require(1 <= self.chain_images <= self.n_images, "chain_images", f"choose 1..n_images={self.n_images}")
+        require(self.chain_copies >= 2, "chain_copies", "choose at least 2 copies (their variance is measured)")
+        require(self.check_every >= 1, "check_every", "choose a positive number of steps")
+        require(self.stats_every >= 1, "stats_every", "choose a positive number of steps")
+        require(len(self.times) >= 1 and all(0 <= t <= 1 for t in self.times), "times",
+                "choose one or more times in [0, 1], e.g. 0,0.5,1")
+        require(len(self.hist_times) >= 2 and all(0 <= t <= 1 for t in self.hist_times), "hist_times",
+                "choose two or more times in [0, 1], e.g. 0,0.5,1")
+        require(self.n_show >= 1, "n_show", "show at least 1 digit")
+        require(self.n_gif >= 1, "n_gif", "show at least 1 digit")
+        require(self.gif_frames >= 1, "gif_frames", "choose at least 1 frame")
+
 
 PRESETS = {
-    "smoke": Config(n_images=64, chain_images=1, chain_copies=16, check_every=100, gif_frames=3),
+    "smoke": Config(n_images=64, chain_images=1, chain_copies=16, check_every=100, stats_every=100, gif_frames=3),
     "cpu": Config(),
     "gpu": Config(n_images=10000, chain_images=8, chain_copies=4096, check_every=1),
 }
@@ -77,7 +104,7 @@ def schedule_summary(schedule: DiscreteVP, x: torch.Tensor, data_var: float) -> 
 
 def plot_schedules(schedules: dict[str, DiscreteVP], summary: dict, path: Path) -> None:
     """β_t, ᾱ_t and SNR(t) in dB against t, one line per schedule; dots where ᾱ_t first ≤ 1/2."""
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), layout="constrained")  # labels never run into a neighbour
     for name, s in schedules.items():
         t = torch.arange(1, s.n_steps + 1) / s.n_steps
         line, = axes[0].plot(t, s.betas, label=name)
@@ -99,13 +126,84 @@ def plot_schedules(schedules: dict[str, DiscreteVP], summary: dict, path: Path) 
     plt.close(fig)
 
 
-# --- 2. the chain against the closed form: plot ---------------------------------------------------------
+# --- 2. per t: how far x_t is from x_0, and how far q(x_t) is from N(0, I) ------------------------------
+
+STATS_COLUMNS = ("schedule", "step", "t", "alpha_bar", "snr_db", "mse_theory", "mse", "kl_lower_nats",
+                 "kl_upper_nats")
+
+
+def forward_stats(schedule: DiscreteVP, x0: torch.Tensor, eps: torch.Tensor, every: int) -> list[dict]:
+    """Rows at steps every, 2·every, ..., T: MSE(x_t, x_0) per pixel (closed form, and measured on x0 with
+    the noise eps) and the bounds of `kl_to_prior_bounds` in nats per image (D pixels)."""
+    if every < 1:
+        raise UserError(f"--stats_every={every}: must be a positive number of steps")
+    steps = sorted(set(range(every, schedule.n_steps + 1, every)) | {schedule.n_steps})
+    ab = schedule.alpha_bar[steps]                                      # (K,)
+    power = x0.double().pow(2).mean().item()
+    lower, upper = kl_to_prior_bounds(ab, x0)
+    snr_db = schedule.snr_db()[[i - 1 for i in steps]]                 # snr_db() is indexed 1..T
+    rows = []
+    for k, i in enumerate(steps):
+        a = ab[k].item()
+        error = (a**0.5 - 1) * x0 + (1 - a) ** 0.5 * eps              # x_t − x_0, Eq. 4 of Ho et al.
+        rows.append({"schedule": schedule.name, "step": i, "t": i / schedule.n_steps, "alpha_bar": a,
+                     "snr_db": snr_db[k].item(), "mse_theory": mse_to_x0(ab[k], power).item(),
+                     "mse": error.pow(2).mean(dtype=torch.float64).item(),
+                     "kl_lower_nats": lower[k].item(), "kl_upper_nats": upper[k].item()})
+    return rows
+
+
+def first_t_below(rows: list[dict], key: str, level: float) -> float | None:
+    """The first t of the rows at which `key` is at most `level` (None if it never is)."""
+    return next((r["t"] for r in rows if r[key] <= level), None)
+
+
+def stats_summary(rows: list[dict]) -> dict:
+    """What the per-t table says in a few numbers: the MSE's agreement with its closed form, where it ends,
+    and when each KL bound first drops to 1 nat per image."""
+    return {"max_abs_mse_dev": max(abs(r["mse"] - r["mse_theory"]) for r in rows),
+            "mse_at_1": rows[-1]["mse"], "mse_theory_at_1": rows[-1]["mse_theory"],
+            "kl_upper_nats_at_1": rows[-1]["kl_upper_nats"], "kl_lower_nats_at_1": rows[-1]["kl_lower_nats"],
+            "t_kl_upper_below_1nat": first_t_below(rows, "kl_upper_nats", 1.0),
+            "t_kl_lower_below_1nat": first_t_below(rows, "kl_lower_nats", 1.0)}
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=STATS_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def plot_forward_stats(stats: dict[str, list[dict]], path: Path) -> None:
+    """MSE(x_t, x_0) (closed form lines, measured dots) and the two KL bounds (solid upper, dashed lower)."""
+    fig, (ax_m, ax_k) = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
+    for name, rows in stats.items():
+        t = [r["t"] for r in rows]
+        color = ax_m.plot(t, [r["mse_theory"] for r in rows], lw=1.2, label=name)[0].get_color()
+        ax_m.plot(t[::5], [r["mse"] for r in rows][::5], "o", ms=3, color=color)
+        ax_k.plot(t, [r["kl_upper_nats"] for r in rows], color=color)
+        ax_k.plot(t, [r["kl_lower_nats"] for r in rows], color=color, ls="--")
+    ax_k.plot([], [], color="k", label="upper: E_x0 KL(q(x_t | x_0) ‖ N(0, I))")   # legend entries for the styles
+    ax_k.plot([], [], color="k", ls="--", label="lower: KL of the diagonal Gaussian fit")
+    ax_m.set(xlabel="t = i / T", ylabel="MSE per pixel", title="E (x_t − x_0)²: closed form, measured (dots)")
+    ax_k.set(xlabel="t = i / T", ylabel="nats per image", yscale="log",
+             title="KL(q(x_t) ‖ N(0, I)) lies between solid and dashed")
+    for ax in (ax_m, ax_k):
+        ax.grid(alpha=0.3)
+    ax_m.legend(fontsize=8)
+    ax_k.legend(fontsize=8, loc="lower left")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+# --- 3. the chain against the closed form: plot ---------------------------------------------------------
 
 def plot_chain(chains: dict[str, dict], schedules: dict[str, DiscreteVP], x0: torch.Tensor, path: Path) -> None:
     """Chain moments (dots) on the closed form (lines), pooled over pixels to beat Monte Carlo noise:
     the mean over the bright (x_0 > 0.9) and the black (x_0 = −1) pixels, against √ᾱ_t times their
     average x_0; the variance over all pixels, each of which should have 1 − ᾱ_t."""
-    fig, (ax_m, ax_v) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (ax_m, ax_v) = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
     for name, c in chains.items():
         s, t = schedules[name], torch.tensor(c["steps"]) / schedules[name].n_steps
         t_all = torch.arange(s.n_steps + 1) / s.n_steps
@@ -123,7 +221,7 @@ def plot_chain(chains: dict[str, dict], schedules: dict[str, DiscreteVP], x0: to
     plt.close(fig)
 
 
-# --- 3. pictures: trajectories, the GIF, pixel histograms ---------------------------------------------
+# --- 4. pictures: trajectories, the GIF, pixel histograms ---------------------------------------------
 
 def save_trajectories(x0, eps, schedules: dict[str, DiscreteVP], cfg: Config, out: Path, tag: str) -> None:
     """One image under every schedule; n_show images under the show schedule; a GIF of n_gif per schedule."""
@@ -191,8 +289,13 @@ def main(argv=None):
               for name, s in tqdm(schedules.items(), desc="forward chains")}
     plot_chain(chains, schedules, x_chain.cpu(), run.out / "chain_vs_closed_form.png")
 
-    # --- 3. pictures on MNIST, and on CIFAR-10 when its files are present
+    # --- 3. per t: MSE(x_t, x_0) and the bounds on KL(q(x_t) ‖ N(0, I)), as a CSV and a plot
     eps = torch.randn(x.shape, generator=gen, device=run.device)
+    stats = {name: forward_stats(s, x, eps, cfg.stats_every) for name, s in schedules.items()}
+    write_csv([row for rows in stats.values() for row in rows], run.out / "forward_stats.csv")
+    plot_forward_stats(stats, run.out / "forward_stats.png")
+
+    # --- 4. pictures on MNIST, and on CIFAR-10 when its files are present
     save_trajectories(x, eps, schedules, cfg, run.out, "mnist")
     hist_rows = pixel_histograms(x, eps, DiscreteVP.named(cfg.show_schedule, cfg.n_steps), cfg.hist_times,
                                  run.out / "pixel_histograms.png")
@@ -208,6 +311,7 @@ def main(argv=None):
     metrics = {"n_images": len(x), "data_var": data_var, "schedules": summary,
                "chain": {name: {k: v for k, v in c.items() if k not in ("steps", "mean", "var")}
                          for name, c in chains.items()},
+               "forward_stats": {name: stats_summary(rows) for name, rows in stats.items()},
                "histograms": hist_rows, "cifar10": cifar_status}
     write_metrics(run.out, metrics, cfg, run, time.time() - start)
     print(f"wrote {run.out}")
