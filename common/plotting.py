@@ -131,18 +131,30 @@ def _read_loss_csv(csv_path) -> tuple[np.ndarray, np.ndarray]:
     return steps, losses
 
 
-def plot_loss_csv(csv_path, path, smooth: int = 50) -> None:
-    """Plot a training log (CSV with columns step, loss, ...): raw loss faint, moving average bold.
+def centred_average(values: np.ndarray, window: int) -> np.ndarray:
+    """Moving average over `window` neighbours centred on each point; near the ends the window shrinks to
+    what exists, so the curve starts at the first point and does not lag behind a falling loss."""
+    kernel = np.ones(max(1, min(window, len(values))))
+    sums = np.convolve(values, kernel, mode="same")
+    counts = np.convolve(np.ones_like(values), kernel, mode="same")
+    return sums / counts
 
+
+def plot_loss_csv(csv_path, path, smooth: int = 5, title: str = "training loss") -> None:
+    """Plot a training log (CSV with columns step, loss, ...): logged loss faint, a centred moving average
+    over `smooth` log rows bold.
+
+    Each row is already the mean over a logging interval, so a few rows are enough to smooth it.
     The y axis is logarithmic when every loss is positive (diffusion losses fall over decades).
     """
     steps, losses = _read_loss_csv(csv_path)
     window = max(1, min(smooth, len(losses)))
-    average = np.convolve(losses, np.ones(window) / window, mode="valid")  # (len - window + 1,)
+    every = int(steps[0]) if len(steps) == 1 else int(steps[1] - steps[0])
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(steps, losses, color="tab:blue", alpha=0.25, lw=0.8, label="loss")
-    ax.plot(steps[window - 1 :], average, color="tab:blue", lw=1.8, label=f"moving average ({window})")
-    ax.set(xlabel="step", ylabel="loss", title=Path(csv_path).parent.name)
+    ax.plot(steps, losses, color="tab:blue", alpha=0.3, lw=0.8, label=f"mean of each {every} steps")
+    ax.plot(steps, centred_average(losses, window), color="tab:blue", lw=1.8,
+            label=f"centred average of {window} rows ({window * every} steps)")
+    ax.set(xlabel="step", ylabel="loss", title=title)
     if losses.min() > 0:
         ax.set_yscale("log")
     ax.grid(alpha=0.3)

@@ -92,6 +92,14 @@ def test_line_plots(tmp_path):
         plotting.plot_loss_csv(tmp_path / "bad.csv", tmp_path / "bad.png")
 
 
+def test_centred_average_does_not_lag_and_keeps_the_ends():
+    ramp = np.arange(10.0)
+    smooth = plotting.centred_average(ramp, 5)
+    assert np.allclose(smooth[2:-2], ramp[2:-2])           # a centred window leaves a straight line in place
+    assert smooth[0] == np.mean([0, 1, 2]) and smooth[-1] == np.mean([7, 8, 9])  # shrunken windows at the ends
+    assert np.allclose(plotting.centred_average(ramp, 1), ramp)
+
+
 def test_2d_plots(tmp_path):
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(2000, 2, generator=g), torch.randn(2000, 2, generator=g) + 1

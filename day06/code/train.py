@@ -19,7 +19,7 @@ import torch
 from common.config import cli, parse_args
 from common.data import load_images
 from common.diffusion import diffusion_loss, min_snr_weight
-from common.evaluator import score_images
+from common.evaluator import score_images, unconfident
 from common.loop import fit
 from common.nets import UNet, UNetConfig, count_params
 from common.paths import DiscreteVP, band_times, uniform_grid
@@ -43,6 +43,26 @@ class Config(TrainConfig):
     unet: UNetConfig = field(default_factory=UNetConfig)  # 32 x (1, 2, 2) channels, 2 ResBlocks a level, attention at 7
     sample_steps: int = 100          # respaced ancestral steps for the evaluation samples
     n_samples: int = 1000            # evaluation samples (ADM .npz, FID)
+
+    def check(self) -> None:
+        """What the fields must satisfy, checked when the command line is parsed (common.config.validate)."""
+        from common.config import require
+        from common.data import DATASETS
+        from common.paths import SCHEDULES
+        from common.predictions import PREDICTIONS
+        from common.samples import MIN_SCORED
+
+        require(self.dataset in DATASETS, "dataset", f"choose one of {', '.join(DATASETS)}")
+        require(self.prediction in PREDICTIONS, "prediction", f"choose one of {', '.join(PREDICTIONS)}")
+        require(self.schedule in SCHEDULES, "schedule", f"choose one of {', '.join(SCHEDULES)}")
+        require(0 <= self.min_snr_gamma < float("inf"), "min_snr_gamma", "choose 0 (plain MSE) or a positive γ, e.g. 5")
+        if self.min_snr_gamma > 0:  # refuses the targets Min-SNR weights are not defined for
+            min_snr_weight(self.prediction, self.min_snr_gamma)
+        require(self.n_steps >= 1, "n_steps", "choose at least 1 noise level, e.g. 1000")
+        require(1 <= self.sample_steps <= self.n_steps, "sample_steps", f"choose 1..n_steps={self.n_steps} steps")
+        require(self.sample_every == 0 or self.n_steps >= 50, "n_steps",
+                "the progress grids sample 50 steps: choose n_steps >= 50, or --sample_every=0")
+        require(self.n_samples >= MIN_SCORED, "n_samples", f"the evaluator scores {MIN_SCORED} or more samples")
 
 
 PRESETS = {
@@ -135,9 +155,10 @@ def main(argv=None):
     # --- outputs
     out = run.out
     save_samples_npz(out / "samples.npz", samples)
-    save_grid(samples[:100], out / "samples.png", nrow=10)
+    doubted = unconfident(samples[:100], data.name)                   # framed in red: top class prob <= 0.9
+    save_grid(samples[:100], out / "samples.png", nrow=10, marked=doubted)
     save_gif(trajectory[::max(1, len(trajectory) // 20)] + [trajectory[-1]], out / "sampling.gif", nrow=4)
-    plot_loss_csv(out / "train_log.csv", out / "loss.png")
+    plot_loss_csv(out / "train_log.csv", out / "loss.png", title=f"training loss ({cfg.prediction} target)")
     plot_curves({f"{cfg.prediction}-loss": (centres, per_t)}, out / "loss_per_t.png", xlabel="t",
                 ylabel=f"MSE of the {cfg.prediction} target", title="held-out loss per t band", logy=True)
     closest = d_gen.argsort()[:8]
@@ -148,6 +169,7 @@ def main(argv=None):
         "train_images_per_s": round(cfg.steps * cfg.batch_size / max(run.train_seconds, 1e-9), 1),
         "sample_steps": cfg.sample_steps, "sample_seconds_per_image": round(sample_seconds / cfg.n_samples, 4),
         **scores,
+        "samples_png_unconfident": None if doubted is None else torch.nonzero(doubted).flatten().tolist(),
         "nn_distance_samples_median": round(d_gen.median().item(), 3),
         "nn_distance_test_median": round(d_test.median().item(), 3),
         "nn_share_closer_than_any_test": round((d_gen < d_test.min()).float().mean().item(), 4),

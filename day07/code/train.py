@@ -31,6 +31,7 @@ from common.predictions import clipped, denoiser
 from common.run import Run, write_metrics
 from common.samples import save_samples_npz
 from common.samplers import ddpm, sample_batched
+import matplotlib.pyplot as plt  # after common.plotting, which selects the file-only backend
 
 DAY = Path(__file__).resolve().parents[1]
 ROOT = DAY.parent
@@ -57,6 +58,27 @@ class Config:
     n_show: int = 10                     # fixed-noise samples per figure row
     bf16: bool = True                    # bf16 autocast for the network (CPU and CUDA)
     seed: int = 0
+
+    def check(self) -> None:
+        """What the fields must satisfy, checked when the command line is parsed (common.config.validate)."""
+        from common.config import require
+        from common.samplers import VARIANCES
+        from common.samples import MIN_SCORED
+
+        require(all(a.startswith("--") and "=" in a for a in self.day6_args), "day6_args",
+                "write day 6's options as --key=value, separated by commas")
+        require(len(self.variances) >= 1 and set(self.variances) <= set(VARIANCES), "variances",
+                f"choose one or more of {','.join(VARIANCES)}")
+        require(len(self.steps) >= 1 and min(self.steps) >= 1, "steps", "choose one or more step counts, e.g. 100,25")
+        require(self.n_eval >= MIN_SCORED, "n_eval", f"the evaluator scores {MIN_SCORED} or more samples")
+        fewest = MIN_SCORED * max(self.steps)
+        require(self.nfe_budget >= fewest, "nfe_budget",
+                f"allow at least {fewest} network calls ({MIN_SCORED} samples of the longest grid)")
+        settings = [f"{v}-{k}" for v in self.variances for k in self.steps]
+        require(self.npz in settings, "npz", f"choose one of the settings {','.join(settings)}")
+        for key in ("batch", "n_trajectory", "checkpoint_steps", "n_show"):
+            require(getattr(self, key) >= 1, key, "choose 1 or more")
+        require(self.trajectory_steps >= 2, "trajectory_steps", "choose at least 2 steps, e.g. 100")
 
 
 PRESETS = {
@@ -172,23 +194,31 @@ def sweep(denoise, path: DiscreteVP, x1: torch.Tensor, cfg: Config, run: Run, da
 
 
 def plot_fid(settings: dict, cfg: Config, n_common: int, path: Path) -> None:
-    """FID against steps for each variance, at each setting's own n and at the common n, with the floors."""
-    curves = {}
-    for v in cfg.variances:
-        own = [s for s in settings.values() if s["variance"] == v and s["n"] == cfg.n_eval]
-        if own and cfg.n_eval != n_common:
-            curves[f"σ² = {SIGMA2[v]}, n={cfg.n_eval}"] = ([s["steps"] for s in own], [s["fid"] for s in own])
-        mine = [s for s in settings.values() if s["variance"] == v]
-        curves[f"σ² = {SIGMA2[v]}, n={n_common}"] = ([s["steps"] for s in mine],
-                                                        [s["at_n_common"]["fid"] for s in mine])
-    first = [s for s in settings.values() if s["variance"] == cfg.variances[0]]
-    curves[f"real digits, n={n_common} (floor)"] = ([s["steps"] for s in first],
-                                                    [s["at_n_common"]["fid_floor"] for s in first])
-    own = [s for s in first if s["n"] == cfg.n_eval]
-    if own and cfg.n_eval != n_common:
-        curves[f"real digits, n={cfg.n_eval} (floor)"] = ([s["steps"] for s in own], [s["fid_floor"] for s in own])
-    plot_curves(curves, path, xlabel="sampling steps", ylabel="FID", logx=True,
-                title="ancestral sampling on respaced grids")
+    """FID against steps with 95% bootstrap intervals (bands), one panel per sample count n: every setting at the
+    common n, and the settings that drew n_eval samples at n_eval; the real-data floor (grey) at the same n."""
+    panels = {n_common: lambda s: s["at_n_common"]}
+    if cfg.n_eval != n_common:
+        panels[cfg.n_eval] = lambda s: s if s["n"] == cfg.n_eval else None
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), sharey=True, squeeze=False)
+    for ax, (n, at) in zip(axes[0], panels.items()):
+        for v, colour in zip(cfg.variances, ("tab:blue", "tab:orange", "tab:green")):
+            rows = [(s["steps"], at(s)) for s in settings.values() if s["variance"] == v and at(s)]
+            steps, fid = [r[0] for r in rows], [r[1]["fid"] for r in rows]
+            lo, hi = zip(*[r[1]["fid_ci95"] for r in rows])
+            ax.plot(steps, fid, "o-", color=colour, ms=3, label=f"σ² = {SIGMA2[v]}")
+            ax.fill_between(steps, lo, hi, color=colour, alpha=0.2)
+        floor = [at(s) for s in settings.values() if s["variance"] == cfg.variances[0] and at(s)]
+        lo, hi = floor[0]["fid_floor_ci95"]
+        ax.axhline(floor[0]["fid_floor"], color="grey", ls="--", label="real digits (floor)")
+        ax.axhspan(lo, hi, color="grey", alpha=0.15)
+        ax.set(xscale="log", xlabel="sampling steps", title=f"n = {n} samples per setting")
+        ax.set_xticks(cfg.steps, [str(k) for k in cfg.steps], minor=False)
+        ax.minorticks_off()
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("FID (bands: 95% bootstrap intervals)")
+    axes[0][0].legend(loc="upper center", bbox_to_anchor=(0.5 * len(panels), -0.16), ncol=3, frameon=False)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
 
 
 def variance_ratio(path: DiscreteVP, steps: int) -> tuple[list[float], list[float]]:

@@ -28,11 +28,11 @@ import torch
 from common.config import cli, parse_args
 from common.data import load_images
 from common.diffusion import diffusion_loss
-from common.evaluator import score_images
+from common.evaluator import score_images, unconfident
 from common.loop import fit
 from common.nets import UNet, UNetConfig, count_params
 from common.paths import DiscreteVP, band_times, uniform_grid
-from common.plotting import panel, plot_curves, save_grid
+from common.plotting import centred_average, panel, plot_curves, save_gif, save_grid
 from common.predictions import Coefficients, clipped, denoiser, to_pair
 from common.run import Run, write_metrics
 from common.samples import save_samples_npz
@@ -53,9 +53,30 @@ class Config(TrainConfig):
     unet: UNetConfig = field(default_factory=lambda: UNetConfig(channels=24, n_res=1))
     sample_steps: int = 50               # respaced ancestral steps (σ² = β̃) for the FID samples
     n_samples: int = 1000                # FID samples per schedule (one n for all: FID is biased by n)
+    n_trajectory: int = 8                # chains followed from noise to digit, per schedule (GIF and figure)
     n_heldout: int = 500                 # test digits for the denoising error
     t_bins: int = 10                     # equal t bands for the error per t
     snr_db: tuple[float, ...] = (-30.0, -20.0, -10.0, 0.0, 10.0, 20.0, 30.0)  # noise levels for the error per SNR
+
+    def check(self) -> None:
+        """What the fields must satisfy, checked when the command line is parsed (common.config.validate)."""
+        from common.config import require
+        from common.data import DATASETS
+        from common.paths import SCHEDULES
+        from common.predictions import PREDICTIONS
+        from common.samples import MIN_SCORED
+
+        require(self.dataset in DATASETS, "dataset", f"choose one of {', '.join(DATASETS)}")
+        require(len(self.schedules) >= 1 and set(self.schedules) <= set(SCHEDULES), "schedules",
+                f"choose one or more of {','.join(SCHEDULES)}")
+        require(len(set(self.schedules)) == len(self.schedules), "schedules", "name each schedule once")
+        require(self.prediction in PREDICTIONS, "prediction", f"choose one of {', '.join(PREDICTIONS)}")
+        require(self.n_steps >= 1, "n_steps", "choose at least 1 noise level, e.g. 1000")
+        require(1 <= self.sample_steps <= self.n_steps, "sample_steps", f"choose 1..n_steps={self.n_steps} steps")
+        require(self.n_samples >= MIN_SCORED, "n_samples", f"the evaluator scores {MIN_SCORED} or more samples")
+        require(1 <= self.n_trajectory <= self.n_samples, "n_trajectory", f"choose 1..n_samples={self.n_samples}")
+        require(self.n_heldout >= 1, "n_heldout", "choose at least 1 test digit")
+        require(self.t_bins >= 1, "t_bins", "choose at least 1 band")
 
 
 PRESETS = {
@@ -131,6 +152,32 @@ def sample(model, schedule: DiscreteVP, cfg: Config, x1: torch.Tensor, device, b
                           batch=batch, bf16=cfg.bf16, generator=torch.Generator().manual_seed(cfg.seed + 1))
 
 
+@torch.no_grad()
+def trajectory(model, schedule: DiscreteVP, cfg: Config, x1: torch.Tensor, device) -> list[torch.Tensor]:
+    """Every state x_t of a few chains, x_1 first, on the sampling grid (the sampler is a generator: list() it)."""
+    denoise = clipped(denoiser(model, cfg.prediction, schedule), schedule)
+    with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=cfg.bf16):
+        chain = ddpm(denoise, x1.to(device), uniform_grid(schedule, cfg.sample_steps), path=schedule,
+                     generator=torch.Generator().manual_seed(cfg.seed + 2))
+        return [x1] + [x.float().cpu() for x in chain]
+
+
+def plot_losses(folders: dict[str, Path], path: Path) -> None:
+    """Each schedule's training loss (centred average of its log rows) on one axis. The v target's scale differs
+    between schedules (it mixes α_t and σ_t), so compare the shapes, not the heights."""
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for name, folder in folders.items():
+        rows = (folder / "train_log.csv").read_text().splitlines()[1:]
+        steps, losses = zip(*[(float(r.split(",")[0]), float(r.split(",")[1])) for r in rows])
+        ax.plot(steps, centred_average(torch.tensor(losses).numpy(), 5), label=name)
+    ax.set(xlabel="step", ylabel="v-prediction loss (centred average)", yscale="log",
+           title="training loss per schedule (target scales differ)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
 def plot_fid(rows: list[dict], path: Path) -> None:
     """FID per schedule with its 95% bootstrap interval, and the real-data floor at the same n."""
     fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -170,7 +217,7 @@ def main(argv=None):
     x1 = torch.randn(cfg.n_samples, *data.x.shape[1:], generator=g)   # one starting noise for every sampler
     schedules = {name: DiscreteVP.named(name, cfg.n_steps) for name in cfg.schedules}
 
-    rows, per_t, per_snr, show, drawn = [], {}, {}, [], {}
+    rows, per_t, per_snr, show, drawn, paths = [], {}, {}, [], {}, []
     for name, schedule in schedules.items():
         # --- train (each schedule in its own folder: checkpoint.pt, train_log.csv, --resume)
         sub = dataclasses.replace(run, out=run.out / name)
@@ -182,12 +229,20 @@ def main(argv=None):
         samples = sample(ema, schedule, cfg, x1, run.device)
         seconds = time.time() - t0
         scores = score_images(samples, dataset=data.name, data_dir=args.data_dir)
-        save_grid(samples[:64], run.out / f"samples_{name}.png", nrow=8)
+        doubted = unconfident(samples[:64], data.name)                 # framed in red: top class prob <= 0.9
+        save_grid(samples[:64], run.out / f"samples_{name}.png", nrow=8, marked=doubted)
+        states = trajectory(ema, schedule, cfg, x1[: cfg.n_trajectory], run.device)
+        save_gif(states[:: max(1, len(states) // 20)] + [states[-1]], run.out / f"trajectory_{name}.gif",
+                 nrow=cfg.n_trajectory, duration_ms=120)
+        cols = torch.linspace(0, len(states) - 1, min(9, len(states))).round().long()  # moments of the first chain
+        paths.append([states[i][0] for i in cols.tolist()])
         show.append(list(samples[:10]))
         drawn[name] = samples
         rows.append({"schedule": name, "snr_db_at_1": schedule.snr_db()[-1].item(),
                      "alpha_bar_1": schedule.alpha_bar[-1].item(), "train_seconds": round(sub.train_seconds, 1),
+                     "train_steps_per_s": round(cfg.steps / max(sub.train_seconds, 1e-9), 2),
                      "sample_seconds": round(seconds, 1),
+                     "grid_unconfident": None if doubted is None else int(doubted.sum()),
                      "mean_x0_error": sum(per_t[name].values()) / cfg.t_bins,
                      **{k: scores[k] for k in ("n", "fid", "fid_ci95", "fid_floor", "fid_floor_ci95", "fid_ratio",
                                                "confident_frac", "confident_frac_floor", "confident_ratio",
@@ -197,6 +252,9 @@ def main(argv=None):
     # --- outputs: figures, the table, metrics.json
     out = run.out
     panel(show, out / "samples.png", row_labels=list(schedules))
+    panel(paths, out / "trajectories.png", row_labels=list(schedules),
+          col_labels=[f"t={t:.2f}" for t in uniform_grid(schedules[cfg.schedules[0]], cfg.sample_steps)[cols].tolist()])
+    plot_losses({name: out / name for name in schedules}, out / "loss.png")
     plot_curves({n: (torch.arange(1, s.n_steps + 1) / s.n_steps, s.snr_db()) for n, s in schedules.items()},
                 out / "snr.png", xlabel="t", ylabel="SNR(t) = ᾱ_t / (1 − ᾱ_t) in dB",
                 title="the schedules as SNR curves")
