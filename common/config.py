@@ -1,7 +1,8 @@
 """Typed run configuration and the one command line every day shares.
 
     python dayNN/code/train.py [--preset smoke|cpu|gpu] [--config FILE.yaml] [--out DIR]
-                               [--device auto|cpu|cuda] [--data-dir DIR] [--resume] [--key=value ...]
+                               [--device auto|cpu|cuda] [--data-dir DIR] [--resume]
+                               [--track none|wandb|tensorboard] [--key=value ...]
 
 A day describes its experiment with a dataclass; presets are instances of it. A field may itself be a
 dataclass (a day's `unet: UNetConfig`); its fields are addressed with dotted keys, `--unet.channels=32`.
@@ -38,6 +39,7 @@ class RunArgs:
     data_dir: str | None
     resume: bool
     config: Any                    # the resolved config: common.run.Run.from_args writes it to OUT/config.yaml
+    track: str = "none"            # none | wandb | tensorboard: where common.tracking mirrors the run
 
 
 # --- one value: text (command line) or plain data (YAML, checkpoints) -> the field's type ----------------
@@ -208,9 +210,11 @@ def parse_args(presets: dict[str, C], default_out: Path, description: str,
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--data-dir", default=None, help="dataset folder (default $D30_DATA_DIR or ./data)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    parser.add_argument("--track", default="none", choices=["none", "wandb", "tensorboard"],
+                        help="also log the run to Weights & Biases or TensorBoard (optional packages; common.tracking)")
     args, rest = parser.parse_known_args(argv)
     cfg, preset = resolve(presets, args.preset, args.config, rest)
-    return cfg, RunArgs(preset, args.out, args.device, args.data_dir, args.resume, cfg)
+    return cfg, RunArgs(preset, args.out, args.device, args.data_dir, args.resume, cfg, args.track)
 
 
 def cli(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> None:

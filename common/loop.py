@@ -26,6 +26,7 @@ from tqdm import tqdm
 from common.checkpoint import describe, load_checkpoint, save_checkpoint
 from common.config import UserError, flatten, plain, to_dict
 from common.run import Run, rank_world
+from common.tracking import NOT_TRACKED, Tracker
 from common.training import EMA, TrainConfig, lr_at, step_generator
 
 Tensor = torch.Tensor
@@ -57,7 +58,7 @@ def fit(model: nn.Module, loss_fn: Callable, x: Tensor, y: Tensor | None, cfg: T
     ckpt_path = run.out / "checkpoint.pt"
     start, elapsed = restore(ckpt_path, model, ema, opt, cfg) if run.resume else (0, 0.0)
     net = DistributedDataParallel(model) if world > 1 else model
-    log = CsvLog(run.out / "train_log.csv", keep_until=start, enabled=rank == 0)
+    log = CsvLog(run.out / "train_log.csv", keep_until=start, enabled=rank == 0, tracker=run.tracker)
     state = {"start": time.time(), "elapsed": elapsed}
     run.train_seconds = elapsed  # stays so when a finished run is resumed
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=rank != 0, desc="train")
@@ -74,6 +75,7 @@ def fit(model: nn.Module, loss_fn: Callable, x: Tensor, y: Tensor | None, cfg: T
             bar.set_postfix(loss=f"{log.flush():.4f}")
         if rank == 0 and on_sample and cfg.sample_every and (step + 1) % cfg.sample_every == 0:
             on_sample(ema.model, step + 1)
+            run.tracker.images(step + 1, run.out)   # the grids it wrote, if the run is tracked
         saving = (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps
         keeping = cfg.keep_every and (step + 1) % cfg.keep_every == 0
         if rank == 0 and (saving or keeping):
@@ -137,10 +139,10 @@ def restore(path: Path, model, ema, opt, cfg) -> tuple[int, float]:
 
 
 class CsvLog:
-    """Averages scalars over a logging interval and appends them to a CSV (step, loss, ...)."""
+    """Averages scalars over a logging interval and appends them to a CSV (step, loss, ...) and the tracker."""
 
-    def __init__(self, path: Path, keep_until: int, enabled: bool = True):
-        self.path, self.enabled, self.rows = path, enabled, []
+    def __init__(self, path: Path, keep_until: int, enabled: bool = True, tracker: Tracker = NOT_TRACKED):
+        self.path, self.enabled, self.rows, self.tracker = path, enabled, [], tracker
         if enabled and path.is_file():  # drop rows logged after the checkpoint we resume from
             with open(path) as f:
                 kept = [r for r in csv.DictReader(f) if int(r["step"]) <= keep_until]
@@ -160,6 +162,7 @@ class CsvLog:
         self.rows = []
         if self.enabled:
             self._write([row], mode="a")
+            self.tracker.scalars(row["step"], {k: v for k, v in row.items() if k != "step"}, self.path.parent)
         return row["loss"]
 
     def _write(self, rows: list[dict], mode: str) -> None:

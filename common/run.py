@@ -22,6 +22,7 @@ import torch.distributed as dist
 
 from common.config import RunArgs, UserError, to_dict, to_yaml
 from common.syllabus import refresh_row
+from common.tracking import NOT_TRACKED, Tracker, open_tracker
 
 
 def git_commit() -> str:
@@ -44,6 +45,7 @@ class Run:
     resume: bool = False
     train_seconds: float = 0.0     # filled in by fit(), summed over resumes
     commit: str = field(default_factory=lambda: git_commit())  # the code as the run starts, before it writes results
+    tracker: Tracker = field(default=NOT_TRACKED, repr=False)  # --track: W&B or TensorBoard (common.tracking)
 
     @classmethod
     def from_args(cls, args: RunArgs, dataset: str) -> Run:
@@ -53,6 +55,8 @@ class Run:
         if rank_world()[0] == 0:
             run.out.mkdir(parents=True, exist_ok=True)
             (run.out / "config.yaml").write_text(to_yaml(args.config, args.preset))
+            run.tracker = open_tracker(args.track, run.out, {"preset": args.preset, "dataset": dataset,
+                                                             "commit": run.commit, **to_dict(args.config)})
         return run
 
 
@@ -101,5 +105,8 @@ def write_metrics(out: Path, metrics: dict, cfg, run: Run, wall_s: float) -> dic
               "config": to_dict(cfg), **metrics}
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+    run.tracker.images(None, out)                                    # the figures, if the run is tracked
+    run.tracker.summary({k: v for k, v in record.items() if k != "config"})
+    run.tracker.close()
     refresh_row(out)  # a run into its day's own results/ refreshes that row of the root README's table
     return record
