@@ -4,7 +4,9 @@ Four blind denoisers (a plain convolutional DAE and the shared U-Net, each train
 level σ and over a range of σ) are scored on a train-σ × test-σ PSNR/SSIM matrix, next to the noisy
 input and the ideal denoiser of the training set. The radial power spectrum of their outputs
 measures over-smoothing, and iterating a DAE from pure noise shows why a denoiser alone is not a
-generator: the chains collapse (evaluator FID, class entropy, share of confident samples).
+generator: the chains collapse (evaluator FID, class entropy, share of confident samples). A loss
+ablation retrains the σ-range ConvDAE under L1 and Charbonnier penalties with the same budget, and the
+held-out digits the U-Net denoises best and worst are shown with their classes.
 
 References:
     Vincent, Larochelle, Bengio & Manzagol (2008), "Extracting and composing robust features with
@@ -14,17 +16,23 @@ References:
     Efron (2011), "Tweedie's formula and selection bias", JASA 106(496).
     Zhang, Zuo, Chen, Meng & Zhang (2017), "Beyond a Gaussian denoiser: residual learning of deep
         CNN for image denoising" (DnCNN; blind denoising over a σ range), IEEE TIP 26(7).
+    Charbonnier, Blanc-Féraud, Aubert & Barlaud (1994), "Two deterministic half-quadratic
+        regularization algorithms for computed imaging", ICIP (the penalty √(e² + ε²)).
+    Lai, Huang, Ahuja & Yang (2017), "Deep Laplacian pyramid networks for fast and accurate
+        super-resolution", CVPR (Charbonnier loss with ε = 1e-3 for image restoration).
 """
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from common.config import cli, parse_args
+from common.config import UserError, cli, parse_args
 from common.data import load_images
 from common.denoisers import mixture_posterior_mean
 from common.evaluator import score_images
@@ -54,6 +62,9 @@ class Config(TrainConfig):
     n_test: int = 1000                          # test images for PSNR / SSIM / spectra
     iterations: tuple[int, ...] = (1, 2, 5, 10, 20)  # K at which the iterated DAE is scored
     n_samples: int = 1000                       # chains started from pure noise
+    ablation_losses: tuple[str, ...] = ("l1", "charbonnier")  # conv-range retrained under each (L2 is conv-range)
+    charbonnier_eps: float = 1e-3               # ε of the Charbonnier penalty √(e² + ε²)
+    n_extremes: int = 8                         # best and worst denoised test digits shown
 
 
 PRESETS = {
@@ -76,7 +87,7 @@ def build(name: str, cfg: Config) -> torch.nn.Module:
 
 
 def sigma_range(name: str, cfg: Config) -> tuple[float, float]:
-    return (cfg.sigma_min, cfg.sigma_max) if name.endswith("range") else (cfg.sigma_fixed, cfg.sigma_fixed)
+    return (cfg.sigma_min, cfg.sigma_max) if "-range" in name else (cfg.sigma_fixed, cfg.sigma_fixed)
 
 
 def blind_t(x: torch.Tensor) -> torch.Tensor:
@@ -84,12 +95,35 @@ def blind_t(x: torch.Tensor) -> torch.Tensor:
     return torch.zeros(len(x), device=x.device)
 
 
-def dae_loss(lo: float, hi: float):
-    """Vincent et al. (2008) with Gaussian corruption: E ||D(x0 + σ·eps) − x0||², σ ~ U[lo, hi]."""
+def dae_loss(lo: float, hi: float, penalty: Callable[[torch.Tensor], torch.Tensor] = torch.square):
+    """Vincent et al. (2008) with Gaussian corruption: E penalty(D(x0 + σ·eps) − x0), σ ~ U[lo, hi].
+
+    With the square (L2) the best D is the posterior mean E[x0 | xt]; with |e| (L1) it is the per-pixel
+    posterior median; Charbonnier's √(e² + ε²) is quadratic for |e| ≪ ε and like L1 beyond.
+    """
     def loss_fn(model, x0, y, generator):
         xt = corrupt(x0, sample_sigma(len(x0), lo, hi, generator), generator)
-        return (model(xt, blind_t(xt)) - x0).pow(2).mean()
+        return penalty(model(xt, blind_t(xt)) - x0).mean()
     return loss_fn
+
+
+def penalty(name: str, eps: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The per-pixel penalty of a loss name: l2 e², l1 |e|, charbonnier √(e² + ε²) (Charbonnier et al. 1994)."""
+    penalties = {"l2": torch.square, "l1": torch.abs, "charbonnier": lambda e: torch.sqrt(e * e + eps**2)}
+    if name not in penalties:
+        raise UserError(f"--ablation_losses: unknown loss '{name}'; choose from {', '.join(penalties)}")
+    return penalties[name]
+
+
+def ablation_names(cfg: Config) -> list[str]:
+    """The loss ablation's extra models: conv-range retrained under each other loss, same budget and seed."""
+    return [f"conv-range-{loss}" for loss in cfg.ablation_losses]
+
+
+def loss_for(name: str, cfg: Config):
+    """The training loss of a model name: L2 for the four denoisers, the named penalty for the ablation."""
+    loss = name.removeprefix("conv-range-") if name in ablation_names(cfg) else "l2"
+    return dae_loss(*sigma_range(name, cfg), penalty(loss, cfg.charbonnier_eps))
 
 
 def denoiser(model: torch.nn.Module, bf16: bool):
@@ -123,6 +157,41 @@ def read_log(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return log["step"], log["loss"]
 
 
+def scores(outs: dict[float, torch.Tensor], x: torch.Tensor) -> dict:
+    """Mean PSNR and SSIM of a denoiser's outputs {σ: x̂0} against the clean x, keyed by f"{σ:g}"."""
+    return {metric: {f"{s:g}": round(float(fn(out, x).mean()), 4) for s, out in outs.items()}
+            for metric, fn in (("psnr_db", psnr), ("ssim", ssim))}
+
+
+def extremes(x_hat: torch.Tensor, x: torch.Tensor, labels: torch.Tensor, k: int) -> dict:
+    """The k test images denoised best and worst by per-image PSNR, with their classes; PSNR by class."""
+    p = psnr(x_hat, x).cpu()                                                # (N,)
+    order = p.argsort(descending=True)
+    def pick(idx):
+        return [{"index": int(i), "label": int(labels[i]), "psnr_db": round(float(p[i]), 2)} for i in idx]
+    by_class = {str(c): round(float(p[labels == c].mean()), 2) for c in labels.unique().tolist()}
+    return {"best": pick(order[:k]), "worst": pick(order[-k:].flip(0)), "psnr_by_class": by_class,
+            "psnr_quartiles": [round(float(q), 2) for q in p.quantile(torch.tensor([0.25, 0.5, 0.75]))]}
+
+
+def plot_collapse(iterated: dict[str, dict], real: dict, ks, path: Path) -> None:
+    """One panel per score of the iterated chains against K, real test digits as a dashed reference line."""
+    keys = ("confident_frac", "precision", "recall")
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.4), sharey=True, layout="constrained")
+    for ax, key in zip(axes, keys):
+        for name, by_k in iterated.items():
+            ax.plot(ks, [by_k[str(k)].get(key, np.nan) for k in ks], marker="o", ms=3, label=name)
+        if key in real:
+            ax.axhline(real[key], color="grey", ls="--", lw=1, label="real test digits")
+        ax.set(xscale="log", xlabel="K (denoiser applications)", title=key)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("share of samples")
+    axes[0].legend(fontsize=8, loc="center left")  # the curves sit low, the real-data line high
+    fig.suptitle("iterated DAE from pure noise")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
 # --- the experiment -----------------------------------------------------------------------------------
 
 def main(argv=None):
@@ -130,14 +199,15 @@ def main(argv=None):
     start = time.time()
     data = load_images(cfg.dataset, "train", args.data_dir)
     run = Run.from_args(args, data.name)
-    x_test = load_images(cfg.dataset, "test", args.data_dir).x[: cfg.n_test].to(run.device)  # (N, 1, 28, 28)
+    test = load_images(cfg.dataset, "test", args.data_dir)
+    x_test, y_test = test.x[: cfg.n_test].to(run.device), test.y[: cfg.n_test]  # (N, 1, 28, 28), (N,)
     g = torch.Generator().manual_seed(cfg.seed)
 
     # --- train four blind denoisers, each in its own folder (own checkpoint; --resume applies per model)
     denoisers, models = {}, {}
-    for name in MODELS:
+    for name in (*MODELS, *ablation_names(cfg)):
         sub = Run(run.out / name, run.device, run.preset, run.dataset, run.resume)
-        _, ema = fit(build(name, cfg), dae_loss(*sigma_range(name, cfg)), data.x, None, cfg, sub)
+        _, ema = fit(build(name, cfg), loss_for(name, cfg), data.x, None, cfg, sub)
         denoisers[name] = denoiser(ema, cfg.bf16)
         models[name] = {"params": count_params(ema), "sigma_train": list(sigma_range(name, cfg)),
                         "train_seconds": round(sub.train_seconds, 1)}
@@ -148,11 +218,10 @@ def main(argv=None):
     noisy = {s: corrupt(x_test, torch.full((len(x_test),), s), g) for s in cfg.test_sigmas}
     train_x = data.x.to(run.device)
     outputs = {"noisy": noisy,  # not clamped: its PSNR is 20 log10(2 / σ)
-               **{name: {s: D(xt) for s, xt in noisy.items()} for name, D in denoisers.items()},
+               **{name: {s: D(xt) for s, xt in noisy.items()} for name, D in denoisers.items() if name in MODELS},
                "ideal": {s: ideal_denoiser(xt, train_x, s) for s, xt in noisy.items()}}
-    table = {metric: {row: {f"{s:g}": round(float(fn(out, x_test).mean()), 4) for s, out in outs.items()}
-                      for row, outs in outputs.items()}
-             for metric, fn in (("psnr_db", psnr), ("ssim", ssim))}
+    by_row = {row: scores(outs, x_test) for row, outs in outputs.items()}
+    table = {metric: {row: s[metric] for row, s in by_row.items()} for metric in ("psnr_db", "ssim")}
     for metric, label in (("psnr_db", "PSNR (dB)"), ("ssim", "SSIM")):
         plot_curves({row: (cfg.test_sigmas, list(v.values())) for row, v in table[metric].items()},
                     run.out / f"{metric.split('_')[0]}_vs_sigma.png", "test σ", label,
@@ -169,8 +238,27 @@ def main(argv=None):
     plot_curves({row: (r.tolist(), p.cpu().tolist()) for row, (r, p) in spectra.items()}, run.out / "spectrum.png",
                 "radius (cycles per image)", "mean power", f"radial power spectrum at σ = {s0:g}", logy=True)
     high = spectra["clean"][0] >= x_test.shape[-1] // 4  # the upper half of the frequency radii
-    hf_ratio = {row: round(float(p[high].sum() / spectra["clean"][1][high].sum()), 4)
-                for row, (_, p) in spectra.items() if row != "clean"}
+
+    def hf_power(x_hat):  # high-frequency power of x̂0 as a share of the clean images'
+        return round(float(radial_power_spectrum(x_hat)[1][high].sum() / spectra["clean"][1][high].sum()), 4)
+    hf_ratio = {row: hf_power(outs[s0]) for row, outs in outputs.items()}
+
+    # --- loss ablation: conv-range trained with L2 (above), L1 and Charbonnier; same data, budget and σ range
+    ablation = {"l2": {**by_row["conv-range"], "hf_power_ratio": hf_ratio["conv-range"]}}
+    for name, loss in zip(ablation_names(cfg), cfg.ablation_losses):
+        outs = {s: denoisers[name](xt) for s, xt in noisy.items()}
+        ablation[loss] = {**scores(outs, x_test), "hf_power_ratio": hf_power(outs[s0])}
+    plot_curves({loss: (cfg.test_sigmas, list(r["psnr_db"].values())) for loss, r in ablation.items()},
+                run.out / "loss_ablation.png", "test σ", "PSNR (dB)",
+                f"conv-range DAE trained with each loss ({len(x_test)} test images)")
+
+    # --- best and worst cases: the U-Net's per-image PSNR at σ = sigma_fixed
+    cases = extremes(outputs["unet-range"][s0], x_test, y_test, cfg.n_extremes)
+    for which in ("best", "worst"):
+        idx = [c["index"] for c in cases[which]]
+        panel([list(x_test[idx].cpu()), list(noisy[s0][idx].cpu()), list(outputs["unet-range"][s0][idx].cpu())],
+              run.out / f"{which}_cases.png", ["clean", f"σ = {s0:g}", "unet-range"],
+              [f"{c['psnr_db']:.1f} dB\nclass {c['label']}" for c in cases[which]])
 
     # --- a DAE is not a generator: iterate it from pure noise and measure the collapse
     x_noise = torch.randn((cfg.n_samples, *data.x.shape[1:]), generator=g).to(run.device)
@@ -186,13 +274,11 @@ def main(argv=None):
     save_samples_npz(run.out / "samples.npz", final)
     samples = {"model": "unet-range", "k": max(cfg.iterations), **evaluate(final, run, args.data_dir)}
     real = {key: v for key, v in evaluate(x_test, run, args.data_dir).items() if key in KEPT_SCORES}  # reference
-    plot_curves({f"{name}: {key}": (cfg.iterations, [s.get(key, np.nan) for s in scores.values()])
-                 for name, scores in iterated.items() for key in ("confident_frac", "precision", "recall")},
-                run.out / "collapse.png", "K (denoiser applications from pure noise)", "share of samples",
-                "iterated DAE from noise: confident, precision, recall", logx=True)
+    plot_collapse(iterated, real, cfg.iterations, run.out / "collapse.png")
 
     # --- outputs
-    metrics = {"models": models, **table, "hf_power_ratio": hf_ratio, "iterated": iterated, "samples": samples,
+    metrics = {"models": models, **table, "hf_power_ratio": hf_ratio, "loss_ablation": ablation,
+               "extremes": {"model": "unet-range", "sigma": s0, **cases}, "iterated": iterated, "samples": samples,
                "real_test": real}
     write_metrics(run.out, metrics, cfg, run, time.time() - start)
 
