@@ -2,10 +2,13 @@
 
     cfg, args = parse_args(PRESETS, DAY / "results", __doc__.splitlines()[0])
     run = Run.from_args(args, data.name)        # joins torchrun's process group; writes OUT/config.yaml
-    ...                                         # common.loop.fit(..., run) trains
+    ...                                         # common.loop.fit(..., run) trains; several models: run.part(name)
+    if not run.is_main:                         # under torchrun, the other processes only help train
+        return
     write_metrics(run.out, metrics, cfg, run, wall_s)   # OUT/metrics.json: the numbers and what made them
 
-Launch on several GPUs with `torchrun --nproc_per_node=N dayNN/code/train.py --preset gpu`.
+Launch on several GPUs with `torchrun --nproc_per_node=N dayNN/code/train.py --preset gpu`: every process
+trains (DistributedDataParallel splits each batch), then rank 0 alone samples, scores and writes the results.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import json
 import os
 import platform
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -59,6 +62,25 @@ class Run:
                                                              "commit": run.commit, **to_dict(args.config)})
         return run
 
+    @property
+    def is_main(self) -> bool:
+        """True in the process that samples, scores and writes: the only one, or rank 0 under torchrun."""
+        return rank_world()[0] == 0
+
+    def part(self, name: str) -> Run:
+        """The run of one of the several models a day trains, in OUT/name (own checkpoint.pt, train_log.csv).
+
+        With --resume, a part with a checkpoint continues from it (a finished one, at step == steps, trains
+        no further) and a part without one starts afresh: a run killed while training its k-th model keeps
+        the first k - 1, continues the k-th and trains the rest. When no part has a checkpoint at all, the
+        part keeps --resume, so that fit() stops with the one line of a missing checkpoint.
+        """
+        out = self.out / name
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()  # every process looks before rank 0 writes this part's (or the last one's) checkpoint
+        started = (out / "checkpoint.pt").is_file() or not any(self.out.glob("*/checkpoint.pt"))
+        return replace(self, out=out, resume=self.resume and started)
+
 
 # --- processes and devices ------------------------------------------------------------------------------
 
@@ -99,6 +121,7 @@ def device_name(device: torch.device) -> str:
 def write_metrics(out: Path, metrics: dict, cfg, run: Run, wall_s: float) -> dict:
     """Write OUT/metrics.json: the numbers plus what produced them (preset, device, data, commit)."""
     record = {"preset": run.preset, "device": str(run.device), "device_name": device_name(run.device),
+              "world_size": rank_world()[1],  # processes that trained (torchrun); rank 0 alone wrote this
               "dataset": run.dataset, "wall_time_s": round(wall_s, 1), "commit": run.commit,
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "torch": torch.__version__, "threads": torch.get_num_threads(),

@@ -307,6 +307,8 @@ def main(argv=None):
     start = time.time()
     train, test = load_images(cfg.dataset, "train", args.data_dir), load_images(cfg.dataset, "test", args.data_dir)
     run = Run.from_args(args, train.name)
+    if not run.is_main:  # nothing to train here: under torchrun, rank 0 alone does the work
+        return
     gen = torch.Generator(run.device).manual_seed(cfg.seed)
     x = test.x[: cfg.n_eval].to(run.device)                       # (n_eval, C, H, W) in [-1, 1]
     x_fit = train.x[: cfg.n_fit].to(run.device)                   # (n_fit, C, H, W)

@@ -203,14 +203,17 @@ def main(argv=None):
     x_test, y_test = test.x[: cfg.n_test].to(run.device), test.y[: cfg.n_test]  # (N, 1, 28, 28), (N,)
     g = torch.Generator().manual_seed(cfg.seed)
 
-    # --- train four blind denoisers, each in its own folder (own checkpoint; --resume applies per model)
+    # --- train four blind denoisers, each in its own folder (--resume: finished ones are kept, see Run.part)
     denoisers, models = {}, {}
     for name in (*MODELS, *ablation_names(cfg)):
-        sub = Run(run.out / name, run.device, run.preset, run.dataset, run.resume)
+        sub = run.part(name)
+        torch.manual_seed(cfg.seed)  # initial weights fixed: the same in every process, run and resumed run
         _, ema = fit(build(name, cfg), loss_for(name, cfg), data.x, None, cfg, sub)
         denoisers[name] = denoiser(ema, cfg.bf16)
         models[name] = {"params": count_params(ema), "sigma_train": list(sigma_range(name, cfg)),
                         "train_seconds": round(sub.train_seconds, 1)}
+    if not run.is_main:  # under torchrun, the other processes only helped train
+        return
     plot_curves({name: read_log(run.out / name / "train_log.csv") for name in MODELS}, run.out / "losses.png",
                 "step", "MSE", "training loss (x0 in [-1, 1])", logy=True)
 

@@ -19,8 +19,10 @@ References:
 """
 from __future__ import annotations
 
+import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,15 +87,20 @@ def bounds(vae: ConvVAE, x: torch.Tensor, k: int, generator: torch.Generator) ->
             "iwae_by_k": {str(j): round(float(iwae_bound(log_w[:j]).mean()), 2) for j in ks}}
 
 
-def held_out_terms(x: torch.Tensor, curves: dict, seed: int):
-    """on_sample hook: append (step, mean reconstruction, mean KL) of the EMA model on x to `curves`."""
+def held_out_terms(x: torch.Tensor, run: Run, seed: int) -> tuple[list, Callable]:
+    """An on_sample hook that records [step, mean reconstruction, mean KL] of the EMA model on x, and the list
+    it fills. The points are also kept in OUT/held_out.json beside the model's checkpoint, so that a resumed
+    run starts from the points recorded before the kill (those after its checkpoint are recomputed)."""
+    path = run.out / "held_out.json"
+    points = json.loads(path.read_text()) if run.resume and path.is_file() else []
+
     @torch.no_grad()
     def record(vae, step):
         recon, kl = elbo_terms(vae, x, torch.Generator().manual_seed(seed))
-        curves.setdefault("step", []).append(step)
-        curves.setdefault("recon", []).append(round(float(recon.mean()), 2))
-        curves.setdefault("kl", []).append(round(float(kl.mean()), 2))
-    return record
+        points[:] = [p for p in points if p[0] < step] + [[step, round(float(recon.mean()), 2),
+                                                             round(float(kl.mean()), 2)]]
+        path.write_text(json.dumps(points))
+    return points, record
 
 
 @torch.no_grad()
@@ -128,21 +135,29 @@ def main(argv=None):
     x_eval = binarise(test.x[: cfg.n_eval], g).to(run.device)             # fixed binary test images
     y_eval = test.y[: cfg.n_eval]
 
-    # --- train one VAE per β (and a 2-D one), each in its own folder: own checkpoint, --resume per model
+    # --- train one VAE per β (and a 2-D one), each in its own folder (--resume: finished ones are kept, see Run.part)
     specs = {f"beta={b:g}": (b, cfg.latent_dim) for b in cfg.kl_weights} | {"latent2d": (1.0, 2)}
-    vaes, models, curves = {}, {}, {}
+    vaes, points, seconds = {}, {}, {}
     for name, (beta, dim) in specs.items():
-        sub = Run(run.out / name, run.device, run.preset, run.dataset, run.resume)
+        sub = run.part(name)
+        points[name], record = held_out_terms(x_eval, sub, cfg.seed)
+        torch.manual_seed(cfg.seed)  # initial weights fixed: the same in every process, run and resumed run
         model = ConvVAE(VAEConfig(channels=cfg.channels, latent_dim=dim))
-        curves[name] = {}
-        _, vaes[name] = fit(model, beta_vae_loss(beta), data.x, None, cfg, sub,
-                            on_sample=held_out_terms(x_eval, curves[name], cfg.seed))
+        _, vaes[name] = fit(model, beta_vae_loss(beta), data.x, None, cfg, sub, on_sample=record)
+        seconds[name] = round(sub.train_seconds, 1)
+    if not run.is_main:  # under torchrun, the other processes only helped train
+        return
+
+    # --- the bounds, active units and held-out ELBO terms of each
+    models, curves = {}, {}
+    for name, (beta, dim) in specs.items():
         mu, _ = vaes[name].encode(x_eval)                                    # (N, D) posterior means
         n_active, activity = active_units(mu)
-        models[name] = {"beta": beta, "latent_dim": dim, "params": count_params(model),
-                        "train_seconds": round(sub.train_seconds, 1), "active_units": n_active,
+        models[name] = {"beta": beta, "latent_dim": dim, "params": count_params(vaes[name]),
+                        "train_seconds": seconds[name], "active_units": n_active,
                         "activity": [round(float(a), 4) for a in activity],
                         **bounds(vaes[name], x_eval, cfg.iwae_k, g)}
+        curves[name] = dict(zip(("step", "recon", "kl"), map(list, zip(*points[name])))) if points[name] else {}
     plot_curves({name: ([int(k) for k in r["iwae_by_k"]], list(r["iwae_by_k"].values())) for name, r in models.items()},
                 run.out / "iwae_vs_k.png", "K (importance samples per image)", "L_K (nats per image)",
                 "the IWAE bound tightens with K", logx=True)

@@ -273,6 +273,8 @@ def main(argv=None):
     start = time.time()
     data = load_images(cfg.dataset, "train", args.data_dir)
     run = Run.from_args(args, data.name)
+    if not run.is_main:  # nothing to train here: under torchrun, rank 0 alone does the work
+        return
     run.out.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator(run.device).manual_seed(cfg.seed)
     schedules = {name: DiscreteVP.named(name, cfg.n_steps) for name in cfg.schedules}

@@ -205,14 +205,21 @@ def main(argv=None):
     schedule = DiscreteVP.named(cfg.schedule, cfg.n_steps)
     ts = uniform_grid(schedule, cfg.sample_steps)                               # (S + 1,) from 1 down to 0
 
-    # --- 1. three small U-Nets, identical but for their target
+    # --- 1. three small U-Nets, identical but for their target, and the toy's eps-MLP (section 5), each in its
+    #        own folder (--resume: finished ones are kept, see Run.part)
     nets, train_s = {}, {}
     for p in PREDICTIONS:
         torch.manual_seed(cfg.seed)                                           # same initial weights for all three
         net = UNet(cfg.unet)
-        sub = replace(run, out=out / f"net_{p}")                             # its own checkpoint and train_log.csv
+        sub = run.part(f"net_{p}")
         nets[p] = train(net, p, data.x, cfg, sub, schedule)
         train_s[p] = round(sub.train_seconds, 1)
+    toy_points = sample_toy("8gaussians", cfg.toy_train, torch.Generator().manual_seed(cfg.seed))   # (N, 2)
+    torch.manual_seed(cfg.seed)
+    mlp = train(MLP(MLPConfig(hidden=cfg.toy_hidden)), "eps", toy_points,
+                replace(cfg, steps=cfg.toy_steps, batch_size=cfg.toy_batch), run.part("toy_mlp"), schedule)
+    if not run.is_main:  # under torchrun, the other processes only helped train
+        return
 
     # --- 2. the reverse chain with three kinds of x_0, from the same x_1 and the same noise
     x0 = test.x[: cfg.n_samples].to(dev)                                      # (B, 1, 28, 28)
@@ -239,7 +246,7 @@ def main(argv=None):
                     ylabel=f"MSE of the implied {q}", title=f"implied {q}: held-out error per t band", logy=True)
 
     # --- 5. the same three ways on 8 Gaussians, plus the exact denoiser of the whole mixture
-    toy = toy_experiment(cfg, run, schedule, ts)
+    toy = toy_experiment(cfg, run, schedule, ts, mlp, toy_points)
 
     metrics = {"train_seconds": train_s, "oracle_max_abs_error": (chains["oracle x0"][-1] - x0).abs().max().item(),
                **copies, "t_band_centres": centres, "x0_mse_per_t": {n: e["x0"] for n, e in err.items()},
@@ -249,14 +256,11 @@ def main(argv=None):
           f"(test images {copies['nn_to_subset']['test_images_median']}); results in {out}")
 
 
-def toy_experiment(cfg: Config, run: Run, schedule: DiscreteVP, ts: torch.Tensor) -> dict:
-    """Reverse chains on 8 Gaussians: oracle, exact denoisers of the mixture and of a few points, an eps-MLP."""
+def toy_experiment(cfg: Config, run: Run, schedule: DiscreteVP, ts: torch.Tensor, mlp, data: torch.Tensor) -> dict:
+    """Reverse chains on 8 Gaussians: oracle, exact denoisers of the mixture and of a few points, and the eps-MLP
+    trained on the points `data` (N, 2)."""
     dev = run.device
     mix = eight_gaussians(torch.float64)
-    data = sample_toy("8gaussians", cfg.toy_train, torch.Generator().manual_seed(cfg.seed))   # (N, 2)
-    torch.manual_seed(cfg.seed)
-    mlp = train(MLP(MLPConfig(hidden=cfg.toy_hidden)), "eps", data, replace(cfg, steps=cfg.toy_steps,
-                batch_size=cfg.toy_batch), replace(run, out=run.out / "toy_mlp"), schedule)
     g = torch.Generator().manual_seed(cfg.seed + 2)
     x0 = mix.sample(cfg.toy_samples, g).float().to(dev)                       # the oracle's targets
     x1 = schedule.sample(x0, torch.ones(len(x0)), torch.randn(x0.shape, generator=g).to(dev))

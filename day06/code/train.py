@@ -144,6 +144,8 @@ def main(argv=None):
 
     # --- train
     model, ema = fit(model, loss_fn, data.x, None, cfg, run, on_sample=progress)
+    if not run.is_main:  # under torchrun, the other processes only helped train
+        return
     # --- sample and score
     t_sample = time.time()
     samples, trajectory = sample(ema, cfg, path, cfg.n_samples, data.x.shape[1:], run.device, cfg.seed + 1,

@@ -13,6 +13,7 @@ References:
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from common.checkpoint import load_model
+from common.checkpoint import load_checkpoint, load_model
 from common.config import UserError, cli, parse_args
 from common.evaluator import score_images
 from common.nets import count_params
@@ -94,14 +95,21 @@ PRESETS = {
 # --- the model: day 6's checkpoint, made if missing ------------------------------------------------------
 
 def day6_checkpoint(cfg: Config, run: Run, device: str, data_dir: str | None) -> Path:
-    """Day 6's final checkpoint; when it is missing, run day 6's train.py once (a subprocess) to make it."""
+    """Day 6's final checkpoint; when it is missing, run day 6's train.py once (a subprocess) to make it. With
+    --resume, a day 6 run of our own (OUT/day06) that a kill left unfinished is finished with day 6's --resume."""
     folder = ROOT / cfg.day6_results if cfg.day6_results else run.out / "day06"
     path = folder / "checkpoint.pt"
-    if not path.is_file():
-        print(f"no day 6 checkpoint at {path}: running day 6's train.py --preset {run.preset} to make it")
+    unfinished = False
+    if run.resume and not cfg.day6_results and path.is_file():
+        ckpt = load_checkpoint(path)
+        unfinished = ckpt["step"] < ckpt["config"]["steps"]
+    if not path.is_file() or unfinished:
+        print(f"{'an unfinished' if unfinished else 'no'} day 6 checkpoint at {path}: running day 6's train.py "
+              f"--preset {run.preset}{' --resume' if unfinished else ''} to make it")
         cmd = [sys.executable, str(DAY6_TRAIN), "--preset", run.preset, "--out", str(folder), "--device", device,
-               *(["--data-dir", data_dir] if data_dir else []), *cfg.day6_args]
-        if subprocess.run(cmd, cwd=ROOT).returncode:
+               *(["--data-dir", data_dir] if data_dir else []), *cfg.day6_args, *(["--resume"] if unfinished else [])]
+        env = {**os.environ, "WORLD_SIZE": "1"}  # one process of its own, even when day 7 runs under torchrun
+        if subprocess.run(cmd, cwd=ROOT, env=env).returncode:
             raise UserError("day 6's train.py failed (its output is above); fix that run, then rerun day 7")
     return path
 
@@ -242,6 +250,8 @@ def main(argv=None):
     cfg, args = parse_args(PRESETS, DAY / "results", __doc__.splitlines()[0], argv)
     start = time.time()
     run = Run.from_args(args, "mnist")
+    if not run.is_main:  # nothing to train here: under torchrun, rank 0 alone does the work
+        return
     run.out.mkdir(parents=True, exist_ok=True)
     ckpt_path = day6_checkpoint(cfg, run, args.device, args.data_dir)
     model, denoise, path, ckpt = load_day6(ckpt_path, run.device)

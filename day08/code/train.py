@@ -18,7 +18,6 @@ References:
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -217,12 +216,19 @@ def main(argv=None):
     x1 = torch.randn(cfg.n_samples, *data.x.shape[1:], generator=g)   # one starting noise for every sampler
     schedules = {name: DiscreteVP.named(name, cfg.n_steps) for name in cfg.schedules}
 
+    # --- train (each schedule in its own folder; --resume: finished ones are kept, see Run.part)
+    emas, train_s = {}, {}
+    for name, schedule in schedules.items():
+        sub = run.part(name)
+        model, emas[name] = train(schedule, data.x, cfg, sub)
+        train_s[name] = sub.train_seconds
+    if not run.is_main:  # under torchrun, the other processes only helped train
+        return
+
     rows, per_t, per_snr, show, drawn, paths = [], {}, {}, [], {}, []
     for name, schedule in schedules.items():
-        # --- train (each schedule in its own folder: checkpoint.pt, train_log.csv, --resume)
-        sub = dataclasses.replace(run, out=run.out / name)
-        model, ema = train(schedule, data.x, cfg, sub)
         # --- measure: held-out error per t and per SNR, then samples and the evaluator
+        ema = emas[name]
         per_t[name] = error_per_t(ema, schedule, cfg, heldout, heldout_eps, run.device)
         per_snr[name] = error_per_snr(ema, schedule, cfg, heldout, heldout_eps, run.device)
         t0 = time.time()
@@ -239,8 +245,8 @@ def main(argv=None):
         show.append(list(samples[:10]))
         drawn[name] = samples
         rows.append({"schedule": name, "snr_db_at_1": schedule.snr_db()[-1].item(),
-                     "alpha_bar_1": schedule.alpha_bar[-1].item(), "train_seconds": round(sub.train_seconds, 1),
-                     "train_steps_per_s": round(cfg.steps / max(sub.train_seconds, 1e-9), 2),
+                     "alpha_bar_1": schedule.alpha_bar[-1].item(), "train_seconds": round(train_s[name], 1),
+                     "train_steps_per_s": round(cfg.steps / max(train_s[name], 1e-9), 2),
                      "sample_seconds": round(seconds, 1),
                      "grid_unconfident": None if doubted is None else int(doubted.sum()),
                      "mean_x0_error": sum(per_t[name].values()) / cfg.t_bins,
