@@ -10,12 +10,18 @@ A run's config is built in three layers, each type-checked against the fields (n
 the `exec`): the preset, then the YAML file given by `--config` (a nested mapping or dotted keys), then
 `--key=value`, which wins. Every run writes OUT/config.yaml (`to_yaml`), which `--config` reads back to
 the same config. Every mistake a user can make is a one-line `UserError` naming the fix, never a traceback.
+
+The whole config is checked when it is parsed, before any data is loaded: each config class may declare a
+`check(self)` that states its constraints with `require(ok, key, fix)` (a day's Config checks its own
+fields, TrainConfig and UNetConfig theirs), and `validate` runs them all. The output folder is checked then
+too (`check_out_folder`), so a mistake surfaces in a second, not after training.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import sys
+import tempfile
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -47,9 +53,9 @@ class RunArgs:
 def _convert(text: str, kind, key: str):
     """Parse `text` as the dataclass field type `kind` (bool, int, float, str, tuple[int, ...]); `key` names it."""
     origin = typing.get_origin(kind)
-    if origin is tuple:  # "1,2,2" -> (1, 2, 2)
+    if origin is tuple:  # "1,2,2" -> (1, 2, 2); "" -> ()
         inner = typing.get_args(kind)[0]
-        return tuple(_convert(part, inner, key) for part in text.split(",") if part)
+        return _tuple_of([part for part in text.split(",") if part], inner, key, text)
     if kind is bool:
         if text.lower() in ("1", "true", "yes", "on"):
             return True
@@ -62,6 +68,18 @@ def _convert(text: str, kind, key: str):
         raise UserError(f"{key}={text}: expected {kind.__name__}") from None
 
 
+def _tuple_of(items: list, inner, key: str, shown) -> tuple:
+    """Each item converted to `inner`; an error names the whole value (`shown`), then its bad item."""
+    values = []
+    for item in items:
+        try:
+            values.append(_from_data(item, inner, key))
+        except UserError:
+            raise UserError(f"{key}={shown}: expected {inner.__name__} values separated by commas "
+                            f"('{item}' is not one)") from None
+    return tuple(values)
+
+
 def _from_data(value, kind, key: str):
     """A value read from YAML or a checkpoint as the field type `kind`, checked exactly as its text would be.
 
@@ -69,8 +87,7 @@ def _from_data(value, kind, key: str):
     float while `steps: 2.5` is refused like `--steps=2.5`; lists become tuples.
     """
     if typing.get_origin(kind) is tuple and isinstance(value, (list, tuple)):
-        inner = typing.get_args(kind)[0]
-        return tuple(_from_data(v, inner, key) for v in value)
+        return _tuple_of(list(value), typing.get_args(kind)[0], key, plain(value))
     if value is None or isinstance(value, (dict, list, tuple)):
         expected = "a list" if typing.get_origin(kind) is tuple else kind.__name__
         raise UserError(f"{key}={value!r}: expected {expected}")
@@ -99,10 +116,12 @@ def _set(cfg: C, key: str, value, convert: Callable, prefix: str = "") -> C:
 
 def apply_overrides(cfg: C, pairs: list[str]) -> C:
     """Return a copy of `cfg` with `--key=value` pairs applied (dotted keys reach nested configs)."""
-    for pair in pairs:
+    for i, pair in enumerate(pairs):
         key, sep, value = pair.removeprefix("--").partition("=")
-        if not sep:
-            raise UserError(f"'{pair}': overrides are written --key=value")
+        if not sep or not pair.startswith("--"):  # `lr=1` and `--lr 1` are typos, not overrides
+            after = pairs[i + 1] if i + 1 < len(pairs) and not sep else ""
+            meant = f"--{pair.lstrip('-')}" if sep else f"{pair}={after}" if after and "=" not in after else ""
+            raise UserError(f"'{pair}': overrides are written --key=value" + (f" ({meant}?)" if meant else ""))
         cfg = _set(cfg, key, value, lambda text, kind, name: _convert(text, kind, f"--{name}"))
     return cfg
 
@@ -119,6 +138,47 @@ def from_dict(cls: type[C], data: dict) -> C:
     """Rebuild a config from its plain data (`to_dict`): nested dicts become configs, lists tuples.
     Keys it lacks keep the class defaults (a checkpoint from before a field was added still loads)."""
     return apply_mapping(cls(), data)
+
+
+# --- checking a whole config ---------------------------------------------------------------------------
+
+class _Refused(Exception):
+    """Raised by `require` inside a config's check(); `validate` turns it into a UserError naming the value."""
+
+    def __init__(self, key: str, fix: str):
+        super().__init__(key, fix)
+        self.key, self.fix = key, fix
+
+
+def require(ok: bool, key: str, fix: str) -> None:
+    """In a config class's `check(self)`: unless `ok`, refuse its field `key` (dotted for a nested config's
+    field), with `fix` saying what to choose instead."""
+    if not ok:
+        raise _Refused(key, fix)
+
+
+def _as_text(value) -> str:
+    """A value as it is written on the command line: (1, 2) -> 1,2; True -> true."""
+    if isinstance(value, tuple):
+        return ",".join(_as_text(v) for v in value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def validate(cfg, prefix: str = "") -> None:
+    """Run the `check()` of every nested config, then those `cfg`'s classes declare (base class first, so a
+    day's Config need not call TrainConfig's); a refused field is the one-line UserError `--key=value: fix`."""
+    for f in dataclasses.fields(cfg):
+        if dataclasses.is_dataclass(getattr(cfg, f.name)):
+            validate(getattr(cfg, f.name), f"{prefix}{f.name}.")
+    for cls in reversed(type(cfg).__mro__):
+        if "check" in vars(cls):
+            try:
+                vars(cls)["check"](cfg)
+            except _Refused as bad:
+                value = cfg
+                for name in bad.key.split("."):
+                    value = getattr(value, name)
+                raise UserError(f"--{prefix}{bad.key}={_as_text(value)}: {bad.fix}") from None
 
 
 # --- plain data ------------------------------------------------------------------------------------------
@@ -188,18 +248,62 @@ def resolve(presets: dict[str, C], preset: str | None, path: Path | None, overri
         cfg = apply_mapping(presets[preset], data)
     except UserError as err:
         raise UserError(f"--config {path}: {err}") from None
-    return apply_overrides(cfg, overrides), preset
+    cfg = apply_overrides(cfg, overrides)
+    validate(cfg)
+    return cfg, preset
 
 
 # --- the command line ------------------------------------------------------------------------------------
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose own errors (a bad --preset, an option without its value) are one-line UserErrors too,
+    instead of a usage block and exit."""
+
+    def error(self, message: str):
+        raise UserError(f"{message} (see --help)")
+
+
+def check_out_folder(out: Path, flag: str = "--out", given: Path | None = None) -> None:
+    """Refuse, in one line, an output folder that is a file or that cannot be created or written in; the
+    message names `given` (what the user typed, say a file in that folder), else the folder.
+
+    Creates nothing: it opens (and at once drops) a nameless temporary file in the folder, or in its nearest
+    existing parent when the folder is still to be made.
+    """
+    out = Path(out)
+    given = given or out
+    base = next(p for p in (out, *out.parents) if p.exists())
+    if not base.is_dir():
+        what = "it is a file" if base == given else f"{base} is a file"
+        raise UserError(f"{flag} {given}: {what}, not a folder; choose another {flag}")
+    try:
+        with tempfile.TemporaryFile(dir=base):
+            pass
+    except OSError as err:
+        raise UserError(f"{flag} {given}: cannot write in {base} ({err.strerror or type(err).__name__}); "
+                        f"choose a folder you can write to") from None
+
+
+def _check_run_args(args: argparse.Namespace) -> None:
+    """What the command line names besides the config: output folder, data folder, device."""
+    check_out_folder(args.out)
+    if args.data_dir is not None and Path(args.data_dir).exists() and not Path(args.data_dir).is_dir():
+        raise UserError(f"--data-dir {args.data_dir}: it is a file, not a folder")
+    if args.device == "cuda":
+        import torch  # only here: --help and config errors stay instant
+
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda: no CUDA GPU is visible; use --device cpu or auto")
+
+
 def parse_args(presets: dict[str, C], default_out: Path, description: str,
                argv: list[str] | None = None) -> tuple[C, RunArgs]:
-    """Parse the shared command line; returns (config, run arguments). Default preset: `cpu`."""
+    """Parse the shared command line; returns (config, run arguments). Default preset: `cpu`. Every check
+    that needs no data runs here: the whole config (`validate`), the output folder, the device."""
     example = next(iter(presets.values()))
     keys = ", ".join(f"{k}={v!r}" for k, v in flatten(dataclasses.asdict(example)).items())
-    parser = argparse.ArgumentParser(
-        description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
         epilog=f"config keys (override with --key=value, or set them in a --config file): {keys}")
     parser.add_argument("--preset", default=None, choices=list(presets),
                         help="smoke: seconds (tests); cpu: minutes on 2 cores (default, unless the --config file "
@@ -214,6 +318,7 @@ def parse_args(presets: dict[str, C], default_out: Path, description: str,
                         help="also log the run to Weights & Biases or TensorBoard (optional packages; common.tracking)")
     args, rest = parser.parse_known_args(argv)
     cfg, preset = resolve(presets, args.preset, args.config, rest)
+    _check_run_args(args)
     return cfg, RunArgs(preset, args.out, args.device, args.data_dir, args.resume, cfg, args.track)
 
 

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.config import require
+
 Tensor = torch.Tensor
 
 MODELS: dict[str, tuple[type[nn.Module], type]] = {}   # class name -> (network class, its config class)
@@ -117,6 +119,40 @@ class UNetConfig:
     image_size: int = 28                     # side of the square input; level l has side ceil(image_size / 2^l)
     out_channels: int = 0                    # output channels; 0: as many as in_channels (eps, x0, v, velocity)
     cond_channels: int = 0                   # channels of `cond`, concatenated to x before the stem (0: none)
+
+    @property
+    def sides(self) -> list[int]:
+        """The feature maps' side at each level, as UNet.__init__ computes them (stride-2 downsampling)."""
+        return [-(-self.image_size // 2 ** level) for level in range(len(self.mults))]
+
+    def check(self) -> None:
+        """Refuse a U-Net that cannot be built or would be degenerate (common.config.validate calls this)."""
+        require(self.in_channels >= 1, "in_channels", "choose the data's channels (1 for MNIST, 3 for CIFAR-10)")
+        require(self.image_size >= 1, "image_size", "choose the data's side in pixels (28 for MNIST)")
+        require(len(self.mults) >= 1 and min(self.mults, default=0) >= 1, "mults",
+                "choose one positive width multiplier per resolution, e.g. 1,2,2")
+        require(self.n_res >= 1, "n_res", "choose at least 1 residual block per resolution")
+        require(set(self.attn_res) <= set(self.sides), "attn_res",
+                f"choose sides the levels have ({','.join(map(str, self.sides))}), or nothing for no attention")
+        require(0 <= self.dropout < 1, "dropout", "choose a probability in [0, 1)")
+        for key in ("num_classes", "out_channels", "cond_channels"):
+            require(getattr(self, key) >= 0, key, "choose 0 (none) or a positive number")
+        require(self.channels >= 2 and self.channels % 2 == 0, "channels",
+                "choose an even width, e.g. 16 or 32 (the time embedding is made of sin/cos pairs)")
+        require((why := self._unbuildable()) is None, "channels", f"{why}; choose channels a multiple of 8, e.g. 16")
+
+    def _unbuildable(self) -> str | None:
+        """Why UNet(self) cannot be built, None if it can. It is built on the meta device (no memory, no
+        compute), so the real layers judge: each GroupNorm needs its width divisible by its min(8, width)
+        groups (`norm`), each attention its width by its heads."""
+        try:
+            with torch.device("meta"):
+                net = UNet(self)
+        except ValueError as err:  # "num_channels (12) must be divisible by num_groups (8)"
+            return f"GroupNorm: {err}"
+        split = [(m.qkv.in_channels, m.heads) for m in net.modules()
+                 if isinstance(m, Attention) and m.qkv.in_channels % m.heads]
+        return f"an attention layer cannot split width {split[0][0]} into {split[0][1]} heads" if split else None
 
 
 @register

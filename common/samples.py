@@ -14,12 +14,17 @@ Reference:
 """
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from common.config import UserError
+
+# The fewest samples the evaluator can score: precision/recall measure each sample's distance to its k-th
+# nearest other sample (k = common.evaluator.PR_K = 3), so k + 1. The protocol itself scores 1,000 or more.
+MIN_SCORED = 4
 
 
 def _pixel_levels(x: torch.Tensor) -> torch.Tensor:
@@ -51,6 +56,10 @@ def save_samples_npz(path, x: torch.Tensor, labels: torch.Tensor | None = None) 
     """Write samples x (N, C, H, W) in [-1, 1] (and optional labels (N,)) as an ADM-style .npz."""
     if x.ndim != 4:
         raise UserError(f"samples must be (N, C, H, W), got shape {tuple(x.shape)}")
+    if not torch.isfinite(x).all():  # uint8 has no NaN: it would be stored as a plausible pixel value
+        bad = int((~torch.isfinite(x)).sum())
+        raise UserError(f"{path}: not written, {bad} of the samples' {x.numel()} values are NaN or infinite "
+                        "(the sampler or the model diverged)")
     arrays = {"arr_0": to_uint8_nhwc(x)}
     if labels is not None:
         if len(labels) != len(x):
@@ -68,11 +77,14 @@ def load_samples_npz(path) -> tuple[torch.Tensor, torch.Tensor | None]:
     if not path.is_file():
         raise UserError(f"{path}: no such file; pass the samples.npz a run wrote to its results/")
     try:
-        with np.load(path) as data:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):  # a .npy array under another name
+            raise UserError(f"{path}: holds one .npy array, not an .npz; name it .npy to score it")
+        with data:
             images = data["arr_0"]
             labels = data["arr_1"] if "arr_1" in data.files else None
-    except (KeyError, ValueError, OSError) as err:
-        raise UserError(f"{path}: not an ADM-style .npz with arr_0 ({err})") from None
+    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as err:  # missing, empty, truncated
+        raise UserError(f"{path}: not an ADM-style .npz with arr_0 ({err or type(err).__name__})") from None
     if images.dtype != np.uint8 or images.ndim != 4:
         raise UserError(f"{path}: arr_0 must be (N, H, W, C) uint8, got {images.dtype} {images.shape}")
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1  # (N, C, H, W)

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from common.config import require
 
 
 @dataclass
@@ -31,6 +34,21 @@ class TrainConfig:
     ckpt_every: int = 500
     keep_every: int = 0            # also keep checkpoint_step{N}.pt every N steps (0: never)
     seed: int = 0
+
+    def check(self) -> None:
+        """The recipe's constraints, checked when the command line is parsed (common.config.validate)."""
+        world = int(os.environ.get("WORLD_SIZE", 1))                     # processes under torchrun
+        require(self.steps >= 1, "steps", "train at least 1 step")
+        require(self.batch_size >= 1, "batch_size", "choose at least 1 image per step")
+        require(self.batch_size % world == 0, "batch_size", f"choose a multiple of the {world} processes")
+        require(0 < self.lr < math.inf, "lr", "choose a positive learning rate, e.g. 2e-3")
+        require(0 <= self.warmup <= self.steps, "warmup", f"choose 0..steps={self.steps} warm-up steps")
+        require(0 <= self.grad_clip < math.inf, "grad_clip", "choose a positive norm (0: no clipping)")
+        require(0 <= self.ema_decay < 1, "ema_decay", "choose a decay in [0, 1), e.g. 0.999 (0: no averaging)")
+        require(self.log_every >= 1, "log_every", "log every 1 or more steps")
+        require(self.ckpt_every >= 1, "ckpt_every", "save a checkpoint every 1 or more steps")
+        require(self.sample_every >= 0, "sample_every", "choose 0 (never) or a number of steps")
+        require(self.keep_every >= 0, "keep_every", "choose 0 (never) or a number of steps")
 
 
 def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:

@@ -1,5 +1,8 @@
 """Configs: nested keys on the command line and in YAML files, type-checked alike; one-line errors; every run's
-OUT/config.yaml reads back to the same config; the migrated days' presets build the networks they built before."""
+OUT/config.yaml reads back to the same config; the migrated days' presets build the networks they built before;
+each config's check() runs when it is parsed, and the U-Net's agrees with building the real network.
+(The bad inputs a user would type, through the days' real command lines: tests/test_bad_inputs.py.)"""
+import itertools
 from dataclasses import dataclass, field
 
 import pytest
@@ -7,7 +10,7 @@ import torch
 from conftest import ROOT, load_day
 
 from common.checkpoint import load_checkpoint, load_model
-from common.config import UserError, apply_overrides, cli, parse_args, to_yaml
+from common.config import UserError, apply_overrides, check_out_folder, cli, parse_args, require, to_yaml, validate
 from common.loop import fit
 from common.nets import UNet, UNetConfig
 from common.run import Run
@@ -53,7 +56,7 @@ def test_nested_overrides_are_typed_and_leave_the_preset_alone():
 @pytest.mark.parametrize("bad, message", [
     ("--unet.chanels=3", "unknown config key 'unet.chanels'; valid keys: unet.in_channels, unet.channels"),
     ("--unet.channels=wide", "--unet.channels=wide: expected int"),
-    ("--unet.mults=1,x", "--unet.mults=x: expected int"),
+    ("--unet.mults=1,x", "--unet.mults=1,x: expected int values separated by commas ('x' is not one)"),
     ("--unet=8", "'unet' is a group of keys"),
     ("--lr.base=1", "unknown config key 'lr.base': 'lr' has no keys inside"),
     ("--stpes=3", "unknown config key 'stpes'"),
@@ -79,11 +82,11 @@ def write(tmp_path, text: str, name: str = "run.yaml"):
 
 
 def test_yaml_takes_nested_and_dotted_keys_and_the_command_line_wins(tmp_path):
-    path = write(tmp_path, "lr: 1e-3\nsteps: 7\nunet:\n  channels: 4\n  mults: [1, 2]\n"
+    path = write(tmp_path, "lr: 1e-3\nsteps: 700\nunet:\n  channels: 4\n  mults: [1, 2]\n"
                            "unet.n_res: 2\nsnr_db: [1, 2.5]\n")
-    cfg, args = parse(["--config", str(path), "--unet.channels=6"])
-    assert args.preset == "cpu" and cfg.lr == 1e-3 and cfg.steps == 7 and cfg.snr_db == (1.0, 2.5)
-    assert cfg.unet == UNetConfig(channels=6, mults=(1, 2), n_res=2, attn_res=(), image_size=8)
+    cfg, args = parse(["--config", str(path), "--unet.channels=16"])
+    assert args.preset == "cpu" and cfg.lr == 1e-3 and cfg.steps == 700 and cfg.snr_db == (1.0, 2.5)
+    assert cfg.unet == UNetConfig(channels=16, mults=(1, 2), n_res=2, attn_res=(), image_size=8)
 
 
 def test_yaml_preset_key_picks_the_preset_unless_the_command_line_does(tmp_path):
@@ -99,7 +102,7 @@ def test_yaml_preset_key_picks_the_preset_unless_the_command_line_does(tmp_path)
     ("steps: 2.5\n", "steps=2.5: expected int"),
     ("bf16: maybe\n", "bf16=maybe: expected true or false"),
     ("lr: [1, 2]\n", "lr=[1, 2]: expected float"),
-    ("unet:\n  mults: [1, two]\n", "unet.mults=two: expected int"),
+    ("unet:\n  mults: [1, two]\n", "unet.mults=[1, 'two']: expected int values separated by commas ('two' is not"),
     ("unet: 8\n", "'unet' is a group of keys"),
     ("steps:\n", "steps=None: expected int"),
     ("preset: huge\n", "preset 'huge' is not one of smoke, cpu, gpu"),
@@ -186,3 +189,113 @@ OLD = {  # (day, preset): the U-Net fields each preset had before they moved int
 @pytest.mark.parametrize("day, preset", list(OLD))
 def test_migrated_presets_keep_their_unet(day, preset):
     assert load_day(day, "train").PRESETS[preset].unet == UNetConfig(in_channels=1, **OLD[day, preset])
+
+
+# --- checking a whole config when it is parsed ----------------------------------------------------------------
+
+CALLS = []
+
+
+@dataclass
+class Inner:
+    sides: tuple[int, ...] = (1, 2)
+
+    def check(self):
+        CALLS.append("inner")
+        require(len(self.sides) >= 1, "sides", "choose one or more")
+
+
+@dataclass
+class Base:
+    steps: int = 1
+
+    def check(self):
+        CALLS.append("base")
+        require(self.steps >= 1, "steps", "train at least 1 step")
+
+
+@dataclass
+class Outer(Base):  # no super().check(): validate runs every class's own check
+    grid: tuple[float, ...] = (0.5, 1.0)
+    inner: Inner = field(default_factory=Inner)
+
+    def check(self):
+        CALLS.append("outer")
+        require(all(0 <= g <= 1 for g in self.grid), "grid", "choose times in [0, 1]")
+
+
+def test_validate_runs_nested_then_base_then_own_checks_and_names_the_whole_value():
+    CALLS.clear()
+    validate(Outer())
+    assert CALLS == ["inner", "base", "outer"]
+    for cfg, message in [(Outer(grid=(0.5, 2.0, 0.1)), "--grid=0.5,2.0,0.1: choose times in [0, 1]"),
+                         (Outer(steps=0), "--steps=0: train at least 1 step"),
+                         (Outer(inner=Inner(sides=())), "--inner.sides=: choose one or more")]:
+        with pytest.raises(UserError) as err:
+            validate(cfg)
+        assert str(err.value) == message
+
+
+def test_overrides_are_validated_after_all_of_them_apply(capsys):
+    assert parse(["--steps=5", "--warmup=5"])[0].warmup == 5          # warmup <= steps once both are set
+    assert "--warmup=3: choose 0..steps=2" in one_line_error(["--preset", "smoke", "--warmup=3"], capsys)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["lr=1"], "'lr=1': overrides are written --key=value (--lr=1?)"),
+    (["--lr", "1"], "'--lr': overrides are written --key=value (--lr=1?)"),
+    (["--preset=huge"], "argument --preset: invalid choice: 'huge'"),
+    (["--dev=cpu"], "unknown config key 'dev'"),                       # no argparse abbreviations
+    (["--snr_db=1,,x"], "--snr_db=1,,x: expected float values separated by commas ('x' is not one)"),
+])
+def test_command_line_typos_are_one_line_errors(argv, message, capsys):
+    assert message in one_line_error(argv, capsys)
+
+
+def test_cli_catches_only_user_errors(capsys):
+    """A bug is not the user's to fix: its traceback must survive cli()."""
+    def buggy(argv):
+        raise KeyError("a bug")
+    with pytest.raises(KeyError):
+        cli(buggy, [])
+    assert capsys.readouterr().err == ""
+
+
+def test_check_out_folder_creates_nothing_and_refuses_files(tmp_path):
+    check_out_folder(tmp_path / "a" / "b")
+    (tmp_path / "f").write_text("x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
+    for out, message in [(tmp_path / "f", "it is a file"), (tmp_path / "f" / "sub", f"{tmp_path / 'f'} is a file")]:
+        with pytest.raises(UserError, match=message):
+            check_out_folder(out)
+
+
+def test_unet_check_agrees_with_building_and_running_the_network(one_thread):
+    """check() passes exactly the shapes whose network builds and runs (attn_res sides that no level has are
+    refused by policy, not because they fail, so every attn_res here is a real side)."""
+    x, t = torch.zeros(1, 1, 28, 28), torch.zeros(1)
+    for channels, mults, attn_res in itertools.product(range(1, 19), [(1,), (1, 2), (1, 3), (2, 1)], [(), (28,)]):
+        cfg = UNetConfig(channels=channels, mults=mults, n_res=1, attn_res=attn_res)
+        try:
+            validate(cfg)
+            accepted = True
+        except UserError:
+            accepted = False
+        try:
+            UNet(cfg)(x, t)
+            works = True
+        except (ValueError, RuntimeError):
+            works = False
+        assert accepted == works, cfg
+
+
+def test_every_days_presets_and_ablation_variants_pass_their_checks():
+    for day in range(1, 9):
+        for cfg in load_day(day, "train").PRESETS.values():
+            validate(cfg)
+    day6, ablation = load_day(6, "train"), load_day(6, "ablation")
+    for overrides, scale, _ in ablation.VARIANTS.values():
+        validate(apply_overrides(day6.PRESETS["cpu"], [*ablation.BASE, f"--steps={round(ablation.BASE_STEPS * scale)}",
+                                                       *overrides]))
+    validate(apply_overrides(day6.PRESETS["smoke"], list(load_day(7, "train").PRESETS["smoke"].day6_args)))
+

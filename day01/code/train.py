@@ -53,6 +53,24 @@ class Config:
     ladder_levels: int = 10  # noise levels in each progression
     seed: int = 0
 
+    def check(self) -> None:
+        """What the fields must satisfy, checked when the command line is parsed (common.config.validate)."""
+        from common.config import require
+        from common.data import DATASETS
+
+        require(self.dataset in DATASETS, "dataset", f"choose one of {', '.join(DATASETS)}")
+        require(len(self.sigmas) >= 1 and all(0 < s < math.inf for s in self.sigmas), "sigmas",
+                "choose one or more positive noise levels, e.g. 0.1,0.5,1")
+        require(self.n_fit >= 2, "n_fit", "fit the Wiener covariance on at least 2 images")
+        require(1 <= self.n_tune <= self.n_fit, "n_tune", f"choose 1..n_fit={self.n_fit} of the fitted images")
+        require(self.n_show >= 1, "n_show", "show at least 1 digit")
+        require(self.n_eval >= max(2, self.n_show), "n_eval", f"choose at least max(2, n_show={self.n_show}) images")
+        require(len(self.blur_widths) >= 1 and all(0 <= w < math.inf for w in self.blur_widths), "blur_widths",
+                "choose one or more widths >= 0 in pixels, e.g. 0,1,2")
+        require(self.gif_frames >= 1, "gif_frames", "choose at least 1 frame")
+        for kind in self.ladders:  # the real progressions refuse an unknown name or fewer than 2 levels
+            sigma_ladder(kind, self.ladder_levels, min(self.sigmas), max(self.sigmas))
+
 
 PRESETS = {
     "smoke": Config(sigmas=(0.1, 1.0), n_fit=500, n_tune=200, n_eval=100, blur_widths=(0.0, 1.0), gif_frames=3,

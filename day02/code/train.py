@@ -66,6 +66,27 @@ class Config(TrainConfig):
     charbonnier_eps: float = 1e-3               # ε of the Charbonnier penalty √(e² + ε²)
     n_extremes: int = 8                         # best and worst denoised test digits shown
 
+    def check(self) -> None:
+        """What the fields must satisfy, checked when the command line is parsed (common.config.validate)."""
+        import math
+
+        from common.config import require
+        from common.data import DATASETS
+        from common.samples import MIN_SCORED
+
+        require(self.dataset in DATASETS, "dataset", f"choose one of {', '.join(DATASETS)}")
+        require(self.conv_channels >= 1, "conv_channels", "choose a width of at least 1, e.g. 32")
+        require(0 < self.sigma_fixed < math.inf, "sigma_fixed", "choose a positive noise level, e.g. 0.5")
+        require(0 <= self.sigma_min < math.inf, "sigma_min", "choose a noise level >= 0, e.g. 0.1")
+        require(0 < self.sigma_max < math.inf and self.sigma_max >= self.sigma_min, "sigma_max",
+                f"choose a positive noise level >= sigma_min={self.sigma_min}")
+        require(len(self.test_sigmas) >= 1 and all(0 < s < math.inf for s in self.test_sigmas), "test_sigmas",
+                "choose one or more positive noise levels, e.g. 0.1,0.5,1")
+        require(self.n_test >= 1, "n_test", "choose at least 1 test image")
+        require(len(self.iterations) >= 1 and min(self.iterations) >= 1, "iterations",
+                "choose one or more numbers of denoiser applications K >= 1, e.g. 1,2,5")
+        require(self.n_samples >= MIN_SCORED, "n_samples", f"the evaluator scores {MIN_SCORED} or more samples")
+
 
 PRESETS = {
     "smoke": Config(steps=6, batch_size=16, warmup=2, bf16=False, log_every=2, sample_every=0, ckpt_every=6,

@@ -53,6 +53,21 @@ class Config(TrainConfig):
     iwae_k: int = 128                           # importance samples per image for the IWAE bound
     n_samples: int = 1000                       # prior samples scored by the evaluator
 
+    def check(self) -> None:
+        """What the fields must satisfy, checked when the command line is parsed (common.config.validate)."""
+        from common.config import require
+        from common.data import DATASETS
+        from common.samples import MIN_SCORED
+
+        require(self.dataset in DATASETS, "dataset", f"choose one of {', '.join(DATASETS)}")
+        require(self.channels >= 1, "channels", "choose a width of at least 1, e.g. 32")
+        require(self.latent_dim >= 1, "latent_dim", "choose at least 1 latent dimension, e.g. 32")
+        require(1.0 in self.kl_weights and all(0 <= b < math.inf for b in self.kl_weights), "kl_weights",
+                "choose weights β >= 0 that include 1 (the β = 1 VAE gives the baseline samples), e.g. 0.5,1,4")
+        require(self.n_eval >= 6, "n_eval", "choose at least 6 test images (the interpolations pair images 0..5)")
+        require(self.iwae_k >= 1, "iwae_k", "choose at least 1 importance sample")
+        require(self.n_samples >= MIN_SCORED, "n_samples", f"the evaluator scores {MIN_SCORED} or more samples")
+
 
 PRESETS = {
     "smoke": Config(steps=8, batch_size=32, warmup=2, bf16=False, log_every=2, sample_every=4, ckpt_every=8,

@@ -65,6 +65,24 @@ class Config(TrainConfig):
     toy_batch: int = 256
     toy_hidden: int = 128
 
+    def check(self) -> None:
+        """What the fields must satisfy, checked when the command line is parsed (common.config.validate)."""
+        from common.config import require
+        from common.data import DATASETS
+        from common.paths import SCHEDULES
+
+        require(self.dataset in DATASETS, "dataset", f"choose one of {', '.join(DATASETS)}")
+        require(self.schedule in SCHEDULES, "schedule", f"choose one of {', '.join(SCHEDULES)}")
+        require(self.n_steps >= 1, "n_steps", "choose at least 1 noise level, e.g. 1000")
+        require(1 <= self.sample_steps <= self.n_steps, "sample_steps", f"choose 1..n_steps={self.n_steps} steps")
+        for key in ("n_subset", "n_samples", "n_eval", "t_bins", "toy_subset", "toy_samples", "toy_batch"):
+            require(getattr(self, key) >= 1, key, "choose 1 or more")
+        require(self.toy_train >= self.toy_subset, "toy_train", f"choose at least toy_subset={self.toy_subset} points")
+        require(self.toy_steps >= max(1, self.warmup), "toy_steps",
+                f"the toy MLP trains with the same warm-up: choose at least warmup={self.warmup} steps")
+        require(self.toy_hidden >= 8 and self.toy_hidden % 8 == 0, "toy_hidden",
+                "choose a multiple of 8 (the MLP's time embedding has hidden / 4 sin/cos features), e.g. 128")
+
 
 PRESETS = {
     "smoke": Config(steps=4, batch_size=8, warmup=2, log_every=2, sample_every=0, ckpt_every=4, sample_steps=5,
