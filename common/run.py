@@ -27,13 +27,20 @@ from common.config import RunArgs, UserError, to_dict, to_yaml
 from common.syllabus import refresh_row
 from common.tracking import NOT_TRACKED, Tracker, open_tracker
 
+# What a run writes, not what it runs: earlier days' fresh results and the README's syllabus row (common.syllabus)
+# do not make the code "dirty".
+OUTPUTS = (":(top,exclude,glob)day*/results/**", ":(top,exclude,glob)**/*.md")
+
 
 def git_commit() -> str:
-    """The commit the code ran at, '-dirty' when the work tree had uncommitted changes."""
+    """The commit the code ran at, '-dirty' when tracked files other than results and Markdown had changes."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=Path(__file__).parent,
+                              timeout=10).stdout.strip()
     try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], capture_output=True,
-                             text=True, cwd=Path(__file__).parent, timeout=10)
-        return out.stdout.strip() or "unknown"
+        commit = git("rev-parse", "--short=12", "HEAD")
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", ":/", *OUTPUTS)
+        return (commit + ("-dirty" if changed else "")) if commit else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 

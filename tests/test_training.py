@@ -234,6 +234,31 @@ def test_milestone_checkpoints_are_kept(tmp_path):
     assert load_checkpoint(tmp_path / kept[0])["step"] == 2
 
 
+def test_only_code_changes_make_a_commit_dirty(tmp_path, monkeypatch):
+    # an earlier day's fresh results and the README's refreshed table row are outputs, not code
+    import shutil
+    import subprocess
+
+    import common.run as run_module
+    repo = tmp_path / "repo"
+    for rel in ("common/run.py", "day01/results/metrics.json", "README.md", "day01/code/train.py"):
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo / rel).write_text("v1\n")
+    shutil.copy(run_module.__file__, repo / "common" / "run.py")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "init"], check=True)
+    monkeypatch.setattr(run_module, "__file__", str(repo / "common" / "run.py"))
+    clean = run_module.git_commit()
+    assert len(clean) == 12 and not clean.endswith("-dirty")
+    (repo / "day01/results/metrics.json").write_text("v2\n")
+    (repo / "README.md").write_text("v2\n")
+    assert run_module.git_commit() == clean
+    (repo / "day01/code/train.py").write_text("v2\n")
+    assert run_module.git_commit() == clean + "-dirty"
+
+
 def test_a_run_records_the_commit_it_started_from(tmp_path, monkeypatch):
     # results overwrite tracked files before metrics.json is written; the record must not blame them ("-dirty")
     import common.run as run_module
