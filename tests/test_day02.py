@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "day02" / "code"))
 import dae  # noqa: E402  (day folders are not packages)
 from conftest import HANG_TIMEOUT, load_day  # noqa: E402
+
+from common.config import validate  # noqa: E402
 
 day2 = load_day(2, "train")
 
@@ -99,6 +102,14 @@ def test_ablation_models_train_on_the_range_with_their_own_loss():
     for name, expected in (("conv-range", x0.pow(2).mean()), ("conv-range-l1", x0.abs().mean())):
         loss = day2.loss_for(name, cfg)(zero, x0, None, torch.Generator().manual_seed(4))
         assert torch.allclose(loss, expected)
+
+
+@pytest.mark.parametrize("override, message", [({"ablation_losses": ("huber",)}, "unknown loss 'huber'"),
+                                               ({"charbonnier_eps": 0.0}, "--charbonnier_eps=0.0"),
+                                               ({"n_extremes": 0}, "--n_extremes=0")])
+def test_ablation_settings_are_checked(override, message):
+    with pytest.raises(day2.UserError, match=message):
+        validate(replace(day2.PRESETS["cpu"], **override))
 
 
 def test_extremes_pick_by_per_image_psnr():

@@ -86,6 +86,10 @@ class Config(TrainConfig):
         require(len(self.iterations) >= 1 and min(self.iterations) >= 1, "iterations",
                 "choose one or more numbers of denoiser applications K >= 1, e.g. 1,2,5")
         require(self.n_samples >= MIN_SCORED, "n_samples", f"the evaluator scores {MIN_SCORED} or more samples")
+        require(0 < self.charbonnier_eps < math.inf, "charbonnier_eps", "choose a small positive ε, e.g. 0.001")
+        for loss in self.ablation_losses:  # the penalties refuse an unknown name
+            penalty(loss, self.charbonnier_eps)
+        require(1 <= self.n_extremes <= self.n_test, "n_extremes", f"choose 1..n_test={self.n_test} images")
 
 
 PRESETS = {
@@ -224,7 +228,7 @@ def main(argv=None):
     x_test, y_test = test.x[: cfg.n_test].to(run.device), test.y[: cfg.n_test]  # (N, 1, 28, 28), (N,)
     g = torch.Generator().manual_seed(cfg.seed)
 
-    # --- train four blind denoisers, each in its own folder (--resume: finished ones are kept, see Run.part)
+    # --- train four blind denoisers and the loss ablation, each in its own folder (--resume: see Run.part)
     denoisers, models = {}, {}
     for name in (*MODELS, *ablation_names(cfg)):
         sub = run.part(name)
