@@ -4,8 +4,11 @@ A convolutional VAE with a Bernoulli decoder on binarised MNIST is trained at th
 β ∈ {0.5, 1, 4} with the same budget, plus a 2-D-latent VAE to look at. We plot the ELBO's two
 terms during training, estimate log p(x) with the importance-weighted bound (K samples) next to
 the ELBO in nats and bits/dim, count active latent units (posterior collapse), and show
-reconstructions, prior samples, linear vs spherical interpolation and latent traversals. The
-β = 1 prior samples, scored by the shared evaluator, are the baseline later days must beat.
+reconstructions (with PSNR/SSIM), prior samples, linear vs spherical interpolation and latent
+traversals. The β = 1 prior samples, scored by the shared evaluator, are the baseline later days must
+beat. Short extra runs try two remedies for posterior collapse, KL annealing and free bits, against a
+plain run of the same length; the β = 1 model is also sampled at several prior temperatures, and its
+class directions are added to codes of other classes (latent arithmetic).
 
 References:
     Kingma & Welling (2014), "Auto-encoding variational Bayes", ICLR (arXiv:1312.6114).
@@ -16,6 +19,10 @@ References:
     Higgins et al. (2017), "β-VAE: learning basic visual concepts with a constrained variational
         framework", ICLR.
     White (2016), "Sampling generative networks", arXiv:1609.04468 (slerp in latent space).
+    Bowman, Vilnis, Vinyals, Dai, Jozefowicz & Bengio (2016), "Generating sentences from a continuous
+        space", CoNLL (§3.1: KL cost annealing).
+    Kingma, Salimans, Jozefowicz, Chen, Sutskever & Welling (2016), "Improved variational inference
+        with inverse autoregressive flow", NeurIPS (App. C: free bits).
 """
 from __future__ import annotations
 
@@ -23,21 +30,25 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from common.config import UserError, cli, parse_args
 from common.data import load_images
-from common.evaluator import score_images
+from common.checkpoint import load_checkpoint
+from common.evaluator import evaluator_for, load_evaluator, score_images, unconfident
 from common.loop import fit
 from common.nets import count_params
 from common.plotting import panel, plot_curves, save_grid, scatter2d
 from common.run import Run, write_metrics
-from common.samples import save_samples_npz
+from common.samples import quantize, save_samples_npz
 from common.training import TrainConfig
-from vae import (ConvVAE, VAEConfig, active_units, binarise, elbo_terms, iwae_bound, log_weights, slerp)
+import matplotlib.pyplot as plt  # after common.plotting, which selects the file-only backend
+from probes import decode_mean, held_out, latent_arithmetic, reconstruction  # day03/code/probes.py
+from vae import (ConvVAE, VAEConfig, active_units, bernoulli_log_lik, binarise, elbo_terms, free_bits_kl,
+                 iwae_bound, log_weights, reparameterise, slerp)
 
 DAY = Path(__file__).resolve().parents[1]
 PIXELS = 28 * 28
@@ -52,6 +63,10 @@ class Config(TrainConfig):
     n_eval: int = 500                           # binarised test images for curves, ELBO/IWAE and active units
     iwae_k: int = 128                           # importance samples per image for the IWAE bound
     n_samples: int = 1000                       # prior samples scored by the evaluator
+    remedy_steps: int = 600                     # length of the short runs: plain, KL annealing, free bits (β = 1)
+    anneal_frac: float = 0.5                    # KL annealing: β rises 0 -> 1 over this share of remedy_steps
+    free_bits: float = 0.5                      # free bits: λ, nats per latent unit
+    temperatures: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25)  # prior samples z ~ N(0, τ² I) of the β = 1 VAE
 
     def check(self) -> None:
         """What the fields must satisfy, checked when the command line is parsed (common.config.validate)."""
@@ -67,11 +82,18 @@ class Config(TrainConfig):
         require(self.n_eval >= 6, "n_eval", "choose at least 6 test images (the interpolations pair images 0..5)")
         require(self.iwae_k >= 1, "iwae_k", "choose at least 1 importance sample")
         require(self.n_samples >= MIN_SCORED, "n_samples", f"the evaluator scores {MIN_SCORED} or more samples")
+        require(self.remedy_steps >= max(1, self.warmup), "remedy_steps",
+                f"choose at least warmup={self.warmup} steps (and 1) for the short runs")
+        require(0 <= self.anneal_frac <= 1, "anneal_frac", "choose a share of remedy_steps in [0, 1], e.g. 0.5")
+        require(0 <= self.free_bits < math.inf, "free_bits", "choose λ >= 0 nats per latent unit, e.g. 0.5")
+        require(len(self.temperatures) >= 1 and all(0 < t < math.inf for t in self.temperatures), "temperatures",
+                "choose one or more positive temperatures τ, e.g. 0.5,1")
 
 
 PRESETS = {
     "smoke": Config(steps=8, batch_size=32, warmup=2, bf16=False, log_every=2, sample_every=4, ckpt_every=8,
-                    channels=8, kl_weights=(1.0, 4.0), n_eval=32, iwae_k=8, n_samples=64),
+                    channels=8, kl_weights=(1.0, 4.0), n_eval=32, iwae_k=8, n_samples=64, remedy_steps=4,
+                    temperatures=(0.5, 1.0)),
     "cpu": Config(steps=3000, batch_size=64, lr=2e-3, warmup=100, ema_decay=0.995, sample_every=300, ckpt_every=1000),
     "gpu": Config(steps=30_000, batch_size=256, lr=1e-3, warmup=500, ema_decay=0.9995, sample_every=1_000,
                   ckpt_every=5_000, channels=64, n_eval=10_000, iwae_k=1_000, n_samples=10_000),
@@ -86,6 +108,48 @@ def beta_vae_loss(beta: float):
         recon, kl = elbo_terms(model, binarise(x0, generator), generator)
         return (recon + beta * kl).mean()
     return loss_fn
+
+
+def annealed_loss(warmup_steps: int, start: int = 0):
+    """−ELBO with the KL weighted by β_s = min(1, s / warmup_steps) at step s (Bowman et al. 2016, §3.1).
+
+    fit() does not tell a loss its step, so the closure counts its calls, one per step, from `start`: the
+    step a resumed run continues from (`resumed_step`), so a resumed run anneals exactly like a fresh one.
+    """
+    step = start
+
+    def loss_fn(model, x0, y, generator):
+        nonlocal step
+        beta = min(1.0, step / warmup_steps) if warmup_steps > 0 else 1.0
+        step += 1
+        recon, kl = elbo_terms(model, binarise(x0, generator), generator)
+        return (recon + beta * kl).mean()
+    return loss_fn
+
+
+def free_bits_loss(lam: float):
+    """Reconstruction + Σ_d max(λ, batch-mean KL_d) (Kingma et al. 2016, App. C): a unit whose KL is below λ
+    nats is not pushed further towards the prior, so switching it off no longer pays."""
+    def loss_fn(model, x0, y, generator):
+        x = binarise(x0, generator)
+        mu, logvar = model.encode(x)
+        recon = -bernoulli_log_lik(model.decode(reparameterise(mu, logvar, generator)), x)   # (B,)
+        return recon.mean() + free_bits_kl(mu, logvar, lam)
+    return loss_fn
+
+
+def remedies(cfg: Config) -> dict[str, Callable[[int], Callable]]:
+    """The short β = 1 runs, name -> (start step -> loss): plain, KL annealing, free bits."""
+    warmup = round(cfg.anneal_frac * cfg.remedy_steps)
+    return {"short-plain": lambda start: beta_vae_loss(1.0),
+            "short-annealed": lambda start: annealed_loss(warmup, start),
+            "short-free-bits": lambda start: free_bits_loss(cfg.free_bits)}
+
+
+def resumed_step(run: Run) -> int:
+    """The step fit() will start this run from: its checkpoint's when resuming, else 0."""
+    path = run.out / "checkpoint.pt"
+    return int(load_checkpoint(path)["step"]) if run.resume and path.is_file() else 0
 
 
 @torch.no_grad()
@@ -118,12 +182,6 @@ def held_out_terms(x: torch.Tensor, run: Run, seed: int) -> tuple[list, Callable
     return points, record
 
 
-@torch.no_grad()
-def decode_mean(vae: ConvVAE, z: torch.Tensor) -> torch.Tensor:
-    """Latents (N, D) -> decoder means p = sigmoid(logits) as images 2p − 1 in [-1, 1]."""
-    return 2 * torch.sigmoid(vae.decode(z)) - 1
-
-
 def traverse(mu: torch.Tensor, dim: int, values: torch.Tensor) -> torch.Tensor:
     """Copies of one latent code mu (D,) with coordinate `dim` set to each of `values` (V,). (V, D)"""
     z = mu.repeat(len(values), 1)
@@ -134,6 +192,39 @@ def traverse(mu: torch.Tensor, dim: int, values: torch.Tensor) -> torch.Tensor:
 def evaluate(x: torch.Tensor, run: Run, data_dir: str | None) -> dict:
     """The scores of the run's dataset's evaluator; a dataset without one gets {"scores_skipped": why}."""
     return score_images(x.cpu(), dataset=run.dataset, data_dir=data_dir)
+
+
+KEPT_SCORES = ("fid", "fid_ci95", "fid_floor", "fid_ratio", "confident_frac", "precision", "recall",
+               "class_entropy", "scores_skipped")
+
+
+def kept(scores: dict) -> dict:
+    """The headline sample scores, for the comparisons that list many runs."""
+    return {k: v for k, v in scores.items() if k in KEPT_SCORES}
+
+
+def classifier(dataset: str) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The evaluator's predicted class of images in [-1, 1], (N,); None for a dataset without an evaluator."""
+    if evaluator_for(dataset) is None:
+        return None
+    ev = load_evaluator(dataset)
+    return lambda x: ev.probs(quantize(x.cpu())).argmax(dim=1)
+
+
+def plot_remedies(remedy: dict[str, dict], path: Path) -> None:
+    """Bars per short run: held-out reconstruction and KL (nats), and the samples' FID."""
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2), layout="constrained")
+    names = list(remedy)
+    for ax, (key, label) in zip(axes, (("recon_nats", "−log p(x|z), nats"), ("kl_nats", "KL(q ‖ p), nats"),
+                                         ("fid", "FID of prior samples"))):
+        values = [r["samples"].get(key, float("nan")) if key == "fid" else r[key] for r in remedy.values()]
+        ax.bar(names, values, color=["tab:grey", "tab:blue", "tab:orange"][: len(names)])
+        ax.set(title=label)
+        ax.tick_params(axis="x", labelsize=8)
+        ax.grid(alpha=0.3, axis="y")
+    fig.suptitle("short β = 1 runs: plain, KL annealing, free bits (same steps)")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
 
 
 # --- the experiment -----------------------------------------------------------------------------------
@@ -160,6 +251,13 @@ def main(argv=None):
         model = ConvVAE(VAEConfig(channels=cfg.channels, latent_dim=dim))
         _, vaes[name] = fit(model, beta_vae_loss(beta), data.x, None, cfg, sub, on_sample=record)
         seconds[name] = round(sub.train_seconds, 1)
+    short = replace(cfg, steps=cfg.remedy_steps)
+    for name, make_loss in remedies(cfg).items():   # the short β = 1 runs: plain, KL annealing, free bits
+        sub = run.part(name)
+        torch.manual_seed(cfg.seed)
+        model = ConvVAE(VAEConfig(channels=cfg.channels, latent_dim=cfg.latent_dim))
+        _, vaes[name] = fit(model, make_loss(resumed_step(sub)), data.x, None, short, sub)
+        seconds[name] = round(sub.train_seconds, 1)
     if not run.is_main:  # under torchrun, the other processes only helped train
         return
 
@@ -171,7 +269,8 @@ def main(argv=None):
         models[name] = {"beta": beta, "latent_dim": dim, "params": count_params(vaes[name]),
                         "train_seconds": seconds[name], "active_units": n_active,
                         "activity": [round(float(a), 4) for a in activity],
-                        **bounds(vaes[name], x_eval, cfg.iwae_k, g)}
+                        **bounds(vaes[name], x_eval, cfg.iwae_k, g),
+                        **reconstruction(vaes[name], x_eval, test.x[: cfg.n_eval])}
         curves[name] = dict(zip(("step", "recon", "kl"), map(list, zip(*points[name])))) if points[name] else {}
     plot_curves({name: ([int(k) for k in r["iwae_by_k"]], list(r["iwae_by_k"].values())) for name, r in models.items()},
                 run.out / "iwae_vs_k.png", "K (importance samples per image)", "L_K (nats per image)",
@@ -188,14 +287,35 @@ def main(argv=None):
     for beta in cfg.kl_weights:
         name = f"beta={beta:g}"
         x_gen = decode_mean(vaes[name], z)                                   # (n_samples, 1, 28, 28)
-        save_grid(x_gen[:100].cpu(), run.out / f"samples_{name}.png", nrow=10)
+        doubted = unconfident(x_gen[:100].cpu(), run.dataset)                # framed in red: top class prob <= 0.9
+        save_grid(x_gen[:100].cpu(), run.out / f"samples_{name}.png", nrow=10, marked=doubted)
         models[name]["samples"] = evaluate(x_gen, run, args.data_dir)
+        models[name]["grid_unconfident"] = None if doubted is None else int(doubted.sum())
+        models[name]["grid_unconfident_indices"] = None if doubted is None else doubted.nonzero().flatten().tolist()
         if beta == 1:
             save_samples_npz(run.out / "samples.npz", x_gen)
 
+    # --- KL annealing and free bits: each short run against the plain short run
+    remedy = {name: {"train_seconds": seconds[name], **held_out(vaes[name], x_eval, test.x[: cfg.n_eval], cfg.seed),
+                     "samples": kept(evaluate(decode_mean(vaes[name], z), run, args.data_dir))}
+              for name in remedies(cfg)}
+    plot_remedies(remedy, run.out / "kl_remedies.png")
+
+    # --- temperature: z ~ N(0, τ² I), the same draws scaled (β = 1)
+    temps = {f"{tau:g}": kept(models["beta=1"]["samples"]) if tau == 1
+             else kept(evaluate(decode_mean(vaes["beta=1"], tau * z), run, args.data_dir)) for tau in cfg.temperatures}
+    panel([list(decode_mean(vaes["beta=1"], tau * z[:10]).cpu()) for tau in cfg.temperatures],
+          run.out / "temperatures.png", [f"τ = {tau:g}" for tau in cfg.temperatures])
+
+    # --- latent arithmetic (β = 1): E_q[z | x] − m_b + m_a for every test image and class a
+    moved, arithmetic = latent_arithmetic(vaes["beta=1"], x_eval, y_eval, classifier(run.dataset))
+    first = [int((y_eval == c).nonzero()[0]) for c in y_eval.unique()]       # one test image per class
+    panel([[test.x[i]] + list(moved[i].cpu()) for i in first], run.out / "latent_arithmetic.png",
+          [f"class {int(y_eval[i])}" for i in first], ["test image"] + [f"→ {int(c)}" for c in y_eval.unique()])
+
     # --- reconstructions, interpolations and traversals (β = 1 unless labelled)
     rows = {"test": test.x[:10], "binarised": 2 * x_eval[:10].cpu() - 1}
-    rows |= {name: decode_mean(vae, vae.encode(x_eval[:10])[0]).cpu() for name, vae in vaes.items()}
+    rows |= {name: decode_mean(vaes[name], vaes[name].encode(x_eval[:10])[0]).cpu() for name in specs}
     panel([list(r) for r in rows.values()], run.out / "reconstructions.png", list(rows))
     vae = vaes["beta=1"]
     mu = vae.encode(x_eval)[0]
@@ -223,7 +343,8 @@ def main(argv=None):
 
     # --- outputs
     real = evaluate(test.x[: cfg.n_samples], run, args.data_dir)             # real digits, for reference
-    metrics = {"models": models, "samples": models["beta=1"]["samples"], "real_test": real, "curves": curves}
+    metrics = {"models": models, "samples": models["beta=1"]["samples"], "real_test": real, "curves": curves,
+               "kl_remedies": remedy, "temperatures": temps, "latent_arithmetic": arithmetic}
     write_metrics(run.out, metrics, cfg, run, time.time() - start)
 
 

@@ -7,6 +7,10 @@ Every log-probability is in nats per image; bits/dim = nats / (784 ln 2).
     ELBO(x)   = E_q[log p(x|z)] − KL(q(z|x) || p(z))                       ≤ log p(x)
     L_K(x)    = E[log (1/K) Σ_k p(x, z_k) / q(z_k|x)],  z_k ~ q(z|x)       (Burda et al. 2016, Eq. 8)
     ELBO = L_1 ≤ L_K ≤ L_{K+1} → log p(x) as K → ∞                         (their Theorem 1)
+
+Two training-time remedies for posterior collapse change only the KL term of the loss:
+    KL annealing  recon + β_s · KL with β_s rising from 0 to 1 over the first steps  (Bowman et al. 2016)
+    free bits     recon + Σ_d max(λ, E_batch KL_d): no pressure on a unit below λ nats (Kingma et al. 2016)
 """
 from __future__ import annotations
 
@@ -67,9 +71,14 @@ def reparameterise(mu: Tensor, logvar: Tensor, generator: torch.Generator, k: in
     return mu + (0.5 * logvar).exp() * eps
 
 
+def kl_per_unit(mu: Tensor, logvar: Tensor) -> Tensor:
+    """KL(N(mu_d, σ_d²) || N(0, 1)) = ½ (mu_d² + σ_d² − 1 − log σ_d²) for each latent unit d. (B, D)"""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar)
+
+
 def kl_to_prior(mu: Tensor, logvar: Tensor) -> Tensor:
-    """KL(N(mu, σ²) || N(0, I)) = ½ Σ_d (mu² + σ² − 1 − log σ²) (Kingma & Welling 2014, App. B). (B,)"""
-    return 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(dim=-1)
+    """KL(N(mu, σ²) || N(0, I)) = Σ_d kl_per_unit (Kingma & Welling 2014, App. B). (B,)"""
+    return kl_per_unit(mu, logvar).sum(dim=-1)
 
 
 def bernoulli_log_lik(logits: Tensor, x: Tensor) -> Tensor:
@@ -87,6 +96,12 @@ def elbo_terms(vae: ConvVAE, x: Tensor, generator: torch.Generator) -> tuple[Ten
     mu, logvar = vae.encode(x)
     recon = -bernoulli_log_lik(vae.decode(reparameterise(mu, logvar, generator)), x)
     return recon, kl_to_prior(mu, logvar)
+
+
+def free_bits_kl(mu: Tensor, logvar: Tensor, lam: float) -> Tensor:
+    """Σ_d max(λ, mean over the batch of KL_d): the KL term of the free-bits objective (Kingma et al. 2016,
+    App. C, with one unit per group). A scalar; its gradient is zero for every unit whose KL is below λ."""
+    return kl_per_unit(mu, logvar).mean(dim=0).clamp_min(lam).sum()
 
 
 def log_weights(vae: ConvVAE, x: Tensor, k: int, generator: torch.Generator) -> Tensor:
