@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import HANG_TIMEOUT
 
 from common import evaluator as evaluator_module
 from common import metrics
@@ -158,7 +159,7 @@ def test_rescoring_cli(tmp_path, test_set, capsys):
 
 def _run_cli(*args):
     return subprocess.run([sys.executable, "-m", "common.evaluate", *map(str, args)],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+                          cwd=REPO, capture_output=True, text=True, timeout=HANG_TIMEOUT)
 
 
 def test_rescoring_cli_entry_point(tmp_path):

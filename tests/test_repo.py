@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import HANG_TIMEOUT
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -22,7 +24,7 @@ def test_all_thirty_days_have_a_lesson_and_planned_days_have_no_code():
 
 def test_readme_table_is_generated_from_the_results():
     out = subprocess.run([sys.executable, "scripts/update_readme.py", "--check"], cwd=ROOT,
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, timeout=HANG_TIMEOUT)
     assert out.returncode == 0, out.stderr
 
 
