@@ -1,0 +1,198 @@
+"""Kill a day's training at random moments, resume it each time, and compare the end with an uninterrupted run.
+
+    python scripts/kill_test.py --day 6 --kills 3 --json bench/results/kill_test_day06.json
+    python scripts/kill_test.py --day 8 --kills 2 --steps=150           # --key=value: the day's own overrides
+
+1. The reference: `python dayNN/code/train.py --preset smoke --device cpu --out WORK/reference` with the
+   day's overrides (DEFAULTS: more steps than the smoke preset, so that training lasts long enough to be hit).
+   It gives the time training starts (OUT/config.yaml is written) and ends (the last checkpoint is written).
+2. The killed run: the same command into WORK/killed, SIGKILLed after a random delay drawn uniformly over the
+   training it still has to do (estimated from the reference and the checkpoints on disk), then relaunched
+   with --resume, `--kills` times; a last --resume runs it to the end.
+3. The comparison, for every model the day trains (every checkpoint.pt under OUT): the raw and EMA state
+   dicts, bit for bit (else the largest absolute difference), and train_log.csv; and metrics.json, leaving
+   out what is timed or dated.
+
+The report (--json) records each kill (delay, the step of every model's checkpoint when it landed), the
+comparison and the machine. A kill can land after training (while the day samples and scores): that
+resume then tests a finished model being skipped.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from common.checkpoint import load_checkpoint
+from common.config import UserError, cli
+from common.run import git_commit
+
+ROOT = Path(__file__).resolve().parents[1]
+# overrides that make each day's smoke run train for about 20-40 s on 2 idle cores, with checkpoints often
+# enough to be resumed from and not on the logging grid (so the log row spanning a resume is tested too)
+DEFAULTS = {2: ["--steps=60", "--ckpt_every=7", "--log_every=4"],
+            6: ["--steps=240", "--ckpt_every=25", "--log_every=10", "--sample_every=0"],
+            8: ["--steps=150", "--ckpt_every=20", "--log_every=8"]}
+TIMED = ("second", "wall", "date", "per_s", "commit", "elapsed")   # metrics.json keys that differ between runs
+
+
+def command(day: int, out: Path, overrides: list[str], resume: bool = False) -> list[str]:
+    return [sys.executable, str(ROOT / f"day{day:02d}" / "code" / "train.py"), "--preset", "smoke",
+            "--device", "cpu", "--out", str(out), *overrides, *(["--resume"] if resume else [])]
+
+
+def launch(cmd: list[str], log: Path, kill_after: float | None = None) -> tuple[bool, float]:
+    """Run `cmd` (output to `log`); SIGKILL it and its children after `kill_after` seconds unless it ended.
+    Returns (killed, seconds it ran). A run that fails on its own is an error."""
+    start = time.time()
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, "TQDM_DISABLE": "1"})
+        try:
+            code = proc.wait(timeout=kill_after)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return True, time.time() - start
+    if code:
+        raise UserError(f"{' '.join(cmd[1:])} failed (exit {code}); its output is in {log}")
+    return False, time.time() - start
+
+
+def checkpoint_steps(out: Path) -> dict[str, int]:
+    """{model folder relative to OUT ('.' for a day with one model): step of its checkpoint.pt}."""
+    return {str(p.parent.relative_to(out)): load_checkpoint(p)["step"] for p in sorted(out.rglob("checkpoint.pt"))}
+
+
+def training_window(out: Path, started: float) -> tuple[float, float]:
+    """(seconds from launch to the start of training, seconds of training) of a finished run: OUT/config.yaml is
+    written once the data are loaded, the last checkpoint.pt when the last model finishes."""
+    begin = (out / "config.yaml").stat().st_mtime - started
+    end = max(p.stat().st_mtime for p in out.rglob("checkpoint.pt")) - started
+    return begin, max(end - begin, 0.1)
+
+
+def kill_delay(rng: random.Random, begin: float, train_s: float, done: float) -> float:
+    """A moment uniformly inside the training a relaunch still has to do: after its start-up (`begin` seconds),
+    within the share 1 - done of the reference's training time."""
+    return begin + rng.uniform(0, 1) * train_s * max(1.0 - done, 0.05)
+
+
+def compare_weights(reference: Path, other: Path) -> dict[str, dict]:
+    """For every model of the reference: are the raw and EMA weights of `other` bit-identical (else the largest
+    absolute difference), and is its train_log.csv the same?"""
+    report = {}
+    for path in sorted(reference.rglob("checkpoint.pt")):
+        name = str(path.parent.relative_to(reference))
+        a, b = load_checkpoint(path), load_checkpoint(other / name / "checkpoint.pt")
+        diff = max(float((x.double() - y.double()).abs().max()) if x.numel() else 0.0
+                   for key in ("model", "ema") for x, y in zip(a[key].values(), b[key].values()))
+        same = all(torch.equal(x, y) for key in ("model", "ema") for x, y in zip(a[key].values(), b[key].values()))
+        logs = [folder / name / "train_log.csv" for folder in (reference, other)]
+        report[name] = {"step": b["step"], "step_reference": a["step"], "identical": same and a["step"] == b["step"],
+                        "max_abs_diff": diff, "train_log_identical": logs[0].read_text() == logs[1].read_text()}
+    return report
+
+
+def untimed(value):
+    """metrics.json without the entries that are timed or dated (they differ between any two runs)."""
+    if isinstance(value, dict):
+        return {k: untimed(v) for k, v in value.items() if not any(word in k for word in TIMED)}
+    if isinstance(value, list):
+        return [untimed(v) for v in value]
+    return value
+
+
+def metrics_differences(reference: Path, other: Path) -> list[str]:
+    """Top-level metrics.json keys whose untimed values differ between the two runs."""
+    a, b = (untimed(json.loads((folder / "metrics.json").read_text())) for folder in (reference, other))
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
+def kill_and_resume(day: int, kills: int, overrides: list[str], out: Path, logs: Path, reference: dict,
+                    rng: random.Random) -> tuple[list[dict], float]:
+    """Launch the run into `out`, SIGKILL it `kills` times at random moments of its training, relaunching it
+    with --resume (or afresh when it had no checkpoint yet), then run it to the end. Returns (the kills, seconds
+    spent). `reference`: the uninterrupted run's start-up and training seconds and its models' final steps."""
+    events, spent, total = [], 0.0, reference["steps"]
+    for attempt in range(kills + 1):
+        on_disk = checkpoint_steps(out) if out.exists() else {}
+        done = sum(min(on_disk.get(name, 0), steps) for name, steps in total.items()) / sum(total.values())
+        delay = kill_delay(rng, reference["begin"], reference["train_s"], done) if attempt < kills else None
+        hit, seconds = launch(command(day, out, overrides, resume=bool(on_disk)), logs / f"attempt{attempt}.txt",
+                              delay)
+        spent += seconds
+        if not hit:  # the last relaunch, or one that finished before its kill
+            if delay is not None:
+                print(f"  attempt {attempt}: finished before the kill at {delay:.1f} s", flush=True)
+            break
+        at = checkpoint_steps(out) if out.exists() else {}
+        events.append({"attempt": attempt, "delay_s": round(delay, 2), "checkpoints_at_kill": at})
+        print(f"  attempt {attempt}: killed at {delay:.1f} s; checkpoints {at}", flush=True)
+    return events, spent
+
+
+def kill_test(day: int, kills: int, overrides: list[str], work: Path, seed: int) -> dict:
+    """The uninterrupted reference, the killed and resumed run, and their comparison (the report)."""
+    ref, killed, logs = work / "reference", work / "killed", work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    _, ref_s = launch(command(day, ref, overrides), logs / "reference.txt")
+    begin, train_s = training_window(ref, started)
+    reference = {"begin": begin, "train_s": train_s, "steps": checkpoint_steps(ref)}
+    print(f"day {day}: reference {ref_s:.0f} s (training from {begin:.0f} s for {train_s:.0f} s), "
+          f"models {reference['steps']}", flush=True)
+    events, spent = kill_and_resume(day, kills, overrides, killed, logs, reference, random.Random(seed))
+    models = compare_weights(ref, killed)
+    shown = f"python day{day:02d}/code/train.py " + " ".join(command(day, Path("OUT"), overrides)[2:])
+    return {"day": day, "command": shown, "kills": len(events), "kills_requested": kills, "seed": seed,
+            "events": events, "reference_s": round(ref_s, 1), "reference_training_s": round(train_s, 1),
+            "killed_and_resumed_s": round(spent, 1), "models": models,
+            "all_identical": all(m["identical"] and m["train_log_identical"] for m in models.values()),
+            "max_abs_diff": max(m["max_abs_diff"] for m in models.values()),
+            "metrics_keys_differing": metrics_differences(ref, killed), "commit": git_commit(),
+            "torch": torch.__version__, "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--day", type=int, required=True, choices=(2, 3, 5, 6, 8),
+                        help="the day whose smoke run is killed (2, 3, 5, 6 or 8: the days that train)")
+    parser.add_argument("--kills", type=int, default=3, help="how many times the run is killed")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the kill delays")
+    parser.add_argument("--work", type=Path, default=None, help="folder for the runs (default: a temporary one)")
+    parser.add_argument("--json", type=Path, default=None, help="write the report here")
+    args, overrides = parser.parse_known_args(argv)
+    if args.kills < 1:
+        raise UserError(f"--kills={args.kills}: kill at least once")
+    if bad := [o for o in overrides if not (o.startswith("--") and "=" in o)]:
+        raise UserError(f"{' '.join(bad)}: the day's overrides are written --key=value")
+    work = args.work or Path(tempfile.mkdtemp(prefix=f"kill_test_day{args.day:02d}_"))
+    for folder in ("reference", "killed"):
+        shutil.rmtree(work / folder, ignore_errors=True)
+    report = kill_test(args.day, args.kills, DEFAULTS.get(args.day, []) + overrides, work, args.seed)
+    verdict = "bit-identical" if report["all_identical"] else f"max abs difference {report['max_abs_diff']:.3g}"
+    print(f"day {args.day}: {report['kills']} kills; final weights and logs {verdict}; "
+          f"metrics.json keys differing: {report['metrics_keys_differing'] or 'none'}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
+    if args.work is None:
+        shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    cli(main)

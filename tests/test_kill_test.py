@@ -1,0 +1,117 @@
+"""scripts/kill_test.py: its pieces, and the whole of it on a two-model toy day killed for real (SIGKILL)."""
+import random
+import sys
+import textwrap
+
+import pytest
+import torch
+from conftest import HANG_TIMEOUT, ROOT, load_script
+
+from common.config import UserError
+from common.loop import fit
+from common.nets import MLP, MLPConfig
+from common.run import Run
+from common.training import TrainConfig
+
+kill_test = load_script(ROOT / "scripts" / "kill_test.py")
+
+
+def test_launch_kills_a_running_command_and_reports_a_failing_one(tmp_path):
+    killed, _ = kill_test.launch([sys.executable, "-c", "import time; time.sleep(3600)"], tmp_path / "a.txt", 0.5)
+    assert killed
+    killed, _ = kill_test.launch([sys.executable, "-c", "pass"], tmp_path / "b.txt", HANG_TIMEOUT)
+    assert not killed
+    with pytest.raises(UserError, match="exit 3"):
+        kill_test.launch([sys.executable, "-c", "raise SystemExit(3)"], tmp_path / "c.txt")
+
+
+def test_kill_delays_fall_inside_the_training_left():
+    rng = random.Random(0)
+    delays = [kill_test.kill_delay(rng, 5.0, 20.0, done=0.5) for _ in range(200)]
+    assert 5.0 <= min(delays) and max(delays) <= 15.0 and max(delays) - min(delays) > 8
+
+
+def one_model(out, cfg):
+    def loss(model, x0, y, generator):
+        return model(x0, torch.rand(len(x0), generator=generator)).pow(2).mean()
+    torch.manual_seed(0)
+    x = torch.randn(32, 2, generator=torch.Generator().manual_seed(0))
+    fit(MLP(MLPConfig(hidden=8, layers=1)), loss, x, None, cfg, Run(out, torch.device("cpu"), "smoke", "toy"))
+
+
+def test_compare_weights_finds_the_largest_difference(tmp_path):
+    cfg = TrainConfig(steps=3, batch_size=8, warmup=1, log_every=2, ckpt_every=3, sample_every=0, bf16=False)
+    for folder in ("a/m", "b/m"):
+        one_model(tmp_path / folder, cfg)
+    same = kill_test.compare_weights(tmp_path / "a", tmp_path / "b")
+    assert same == {"m": {"step": 3, "step_reference": 3, "identical": True, "max_abs_diff": 0.0,
+                          "train_log_identical": True}}
+    ckpt = torch.load(tmp_path / "b/m/checkpoint.pt", weights_only=True)
+    next(iter(ckpt["ema"].values())).view(-1)[0] += 0.25
+    torch.save(ckpt, tmp_path / "b/m/checkpoint.pt")
+    changed = kill_test.compare_weights(tmp_path / "a", tmp_path / "b")["m"]
+    assert not changed["identical"] and changed["max_abs_diff"] == pytest.approx(0.25)
+
+
+def test_timed_entries_are_left_out_of_the_metrics_comparison():
+    metrics = {"fid": 1.0, "train_seconds": 3, "summary": [{"fid": 2.0, "sample_seconds": 4}], "date": "x"}
+    assert kill_test.untimed(metrics) == {"fid": 1.0, "summary": [{"fid": 2.0}]}
+
+
+TOY_DAY = '''
+"""A toy day for the kill test: two MLPs trained one after the other, as a multi-model day does."""
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from common.config import cli, parse_args
+from common.loop import fit
+from common.nets import MLP, MLPConfig
+from common.run import Run, write_metrics
+from common.training import TrainConfig
+
+
+@dataclass
+class Config(TrainConfig):
+    hidden: int = 64
+
+
+PRESETS = {"smoke": Config(steps=400, batch_size=64, warmup=10, log_every=5, ckpt_every=7, sample_every=0,
+                           bf16=False)}
+
+
+def loss(model, x0, y, generator):
+    t = torch.rand(len(x0), generator=generator)
+    return (model(x0 + t[:, None] * torch.randn(x0.shape, generator=generator), t) - x0).pow(2).mean()
+
+
+def main(argv=None):
+    cfg, args = parse_args(PRESETS, Path("unused"), "toy", argv)
+    run = Run.from_args(args, "toy")
+    x = torch.randn(1024, 2, generator=torch.Generator().manual_seed(0))
+    for name in ("first", "second"):
+        torch.manual_seed(0)
+        _, ema = fit(MLP(MLPConfig(hidden=cfg.hidden)), loss, x, None, cfg, run.part(name))
+    if run.is_main:
+        write_metrics(run.out, {"ema_sum": sum(p.sum().item() for p in ema.parameters())}, cfg, run, 0.0)
+
+
+if __name__ == "__main__":
+    cli(main)
+'''
+
+
+def test_the_toy_day_killed_twice_ends_bit_identical(tmp_path, monkeypatch):
+    script = tmp_path / "toy_day.py"
+    script.write_text(textwrap.dedent(TOY_DAY))
+
+    def command(day, out, overrides, resume=False):
+        return [sys.executable, str(script), "--preset", "smoke", "--device", "cpu", "--out", str(out),
+                *overrides, *(["--resume"] if resume else [])]
+    monkeypatch.setattr(kill_test, "command", command)
+    report = kill_test.kill_test(0, kills=2, overrides=[], work=tmp_path / "work", seed=1)
+    assert set(report["models"]) == {"first", "second"}
+    assert report["kills"] == len(report["events"]) <= 2   # a kill planned after the end does not happen
+    assert report["all_identical"] and report["max_abs_diff"] == 0.0, report
+    assert report["metrics_keys_differing"] == []
