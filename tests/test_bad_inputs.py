@@ -48,7 +48,8 @@ from conftest import HANG_TIMEOUT, ROOT, load_day
 import common.evaluator
 from common import evaluate
 from common.config import UserError, cli
-from common.samples import save_samples_npz
+from common.metrics import precision_recall
+from common.samples import MIN_SCORED, save_samples_npz
 
 READ_ONLY = Path("/sys")  # read-only to everyone, root included, on Linux
 UNWRITABLE = READ_ONLY / "no-such-folder" / "out"
@@ -326,6 +327,15 @@ def test_the_evaluator_reads_npy_and_npz_and_hands_them_to_the_scorer(name, samp
     evaluate.main([str(sample_files["dir"] / name)])
     assert seen["x"].shape == (8, 1, 28, 28) and seen["x"].isfinite().all()
     assert '"n": 8' in capsys.readouterr().out
+
+
+def test_min_scored_is_the_fewest_samples_precision_recall_can_take():
+    """MIN_SCORED = k + 1: the k-NN radius of each sample needs k other samples (common.metrics)."""
+    feats = torch.randn(MIN_SCORED, 8, generator=torch.Generator().manual_seed(0))
+    assert MIN_SCORED == common.evaluator.PR_K + 1
+    precision_recall(feats, feats.flip(0), common.evaluator.PR_K)
+    with pytest.raises(RuntimeError):
+        precision_recall(feats[:-1], feats[:-1], common.evaluator.PR_K)
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
