@@ -37,7 +37,7 @@ def test_smoke_run_trains_samples_and_scores(tmp_path):
 def test_command_line_mistakes_are_one_line_errors(tmp_path):
     for args, message in [(["--stepz=3"], "unknown config key 'stepz'"),
                           (["--steps=lots"], "expected int"),
-                          (["--dataset=imagenet", "--preset", "smoke"], "unknown dataset 'imagenet'"),
+                          (["--dataset=imagenet", "--preset", "smoke"], "--dataset=imagenet: choose one of"),
                           (["--resume", "--out", str(tmp_path / "none")], "no checkpoint")]:
         out = run(*args, check=False)
         assert out.returncode == 2, args
