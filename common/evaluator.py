@@ -44,7 +44,7 @@ import torch.nn as nn
 from common import metrics
 from common.config import UserError
 from common.data import load_images
-from common.samples import quantize
+from common.samples import MIN_SCORED, quantize
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 WEIGHTS = ASSETS / "mnist_evaluator.pt"
@@ -171,11 +171,16 @@ def _subsample(feat: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
 def _check_inputs(x: torch.Tensor, labels: torch.Tensor | None, dataset: str) -> None:
     if x.ndim != 4 or tuple(x.shape[1:]) != (1, 28, 28):
         raise UserError(f"the {dataset} evaluator scores (N, 1, 28, 28) images, got {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        bad = int((~torch.isfinite(x)).sum())
+        raise UserError(f"{bad} of the samples' {x.numel()} values are NaN or infinite: the sampler or the model "
+                        "diverged; nothing to score")
     if x.max() > 2:
         raise UserError(f"images must be in [-1, 1], got values up to {x.max():.4g}; "
                         "convert uint8 pixels with x / 127.5 - 1")
-    if len(x) < 2:
-        raise UserError("score at least 2 samples (FID needs a covariance); 1000+ is the protocol")
+    if len(x) < MIN_SCORED:
+        raise UserError(f"score at least {MIN_SCORED} samples (precision/recall's k-NN needs k + 1); "
+                        "1000+ is the protocol")
     if labels is not None and (labels.shape != (len(x),) or labels.min() < 0 or labels.max() > 9):
         raise UserError(f"labels must be (N,) = ({len(x)},) class indices in 0..9")
 

