@@ -5,17 +5,19 @@
 
 1. The reference: `python dayNN/code/train.py --preset smoke --device cpu --out WORK/reference` with the
    day's overrides (DEFAULTS: more steps than the smoke preset, so that training lasts long enough to be hit).
-   It gives the time training starts (OUT/config.yaml is written) and ends (the last checkpoint is written).
-2. The killed run: the same command into WORK/killed, SIGKILLed after a random delay drawn uniformly over the
-   training it still has to do (estimated from the reference and the checkpoints on disk), then relaunched
-   with --resume, `--kills` times; a last --resume runs it to the end.
+   Its checkpoints give each model's steps, training seconds and logging interval.
+2. The killed run: the same command into WORK/killed, SIGKILLed at a random moment of the training it still
+   has to do, then relaunched with --resume (afresh if it had no checkpoint yet), `--kills` times; a last
+   --resume runs it to the end. The moment: a model and step drawn uniformly over the training time left
+   (the reference's seconds per step, from the steps the checkpoints have not reached), reached when that
+   model's train_log.csv logs it, plus a random part of one logging interval. Steps, not seconds, so that a
+   relaunch running faster or slower than the reference is still hit inside its training.
 3. The comparison, for every model the day trains (every checkpoint.pt under OUT): the raw and EMA state
    dicts, bit for bit (else the largest absolute difference), and train_log.csv; and metrics.json, leaving
    out what is timed or dated.
 
-The report (--json) records each kill (delay, the step of every model's checkpoint when it landed), the
-comparison and the machine. A kill can land after training (while the day samples and scores): that
-resume then tests a finished model being skipped.
+The report (--json) records each kill (the model and step aimed at, the step of every model's checkpoint
+when it landed), the comparison and the machine.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -41,7 +44,7 @@ from common.run import git_commit
 ROOT = Path(__file__).resolve().parents[1]
 # overrides that make each day's smoke run train for about 20-40 s on 2 idle cores, with checkpoints often
 # enough to be resumed from and not on the logging grid (so the log row spanning a resume is tested too)
-DEFAULTS = {2: ["--steps=60", "--ckpt_every=7", "--log_every=4"],
+DEFAULTS = {2: ["--steps=120", "--ckpt_every=7", "--log_every=4"],
             6: ["--steps=240", "--ckpt_every=25", "--log_every=10", "--sample_every=0"],
             8: ["--steps=150", "--ckpt_every=20", "--log_every=8"]}
 TIMED = ("second", "wall", "date", "per_s", "commit", "elapsed")   # metrics.json keys that differ between runs
@@ -52,41 +55,71 @@ def command(day: int, out: Path, overrides: list[str], resume: bool = False) -> 
             "--device", "cpu", "--out", str(out), *overrides, *(["--resume"] if resume else [])]
 
 
-def launch(cmd: list[str], log: Path, kill_after: float | None = None) -> tuple[bool, float]:
-    """Run `cmd` (output to `log`); SIGKILL it and its children after `kill_after` seconds unless it ended.
-    Returns (killed, seconds it ran). A run that fails on its own is an error."""
+def launch(cmd: list[str], log: Path, kill_when: Callable[[float], bool] | None = None) -> tuple[bool, float]:
+    """Run `cmd` (output to `log`); SIGKILL it and its children as soon as kill_when(launch time) is true, unless
+    it ended first. Returns (killed, seconds it ran). A run that fails on its own is an error."""
     start = time.time()
     with open(log, "w") as f:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
                                 env={**os.environ, "TQDM_DISABLE": "1"})
-        try:
-            code = proc.wait(timeout=kill_after)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            return True, time.time() - start
-    if code:
-        raise UserError(f"{' '.join(cmd[1:])} failed (exit {code}); its output is in {log}")
+        while proc.poll() is None:
+            if kill_when and kill_when(start):
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return True, time.time() - start
+            time.sleep(0.02)
+    if proc.returncode:
+        raise UserError(f"{' '.join(cmd[1:])} failed (exit {proc.returncode}); its output is in {log}")
     return False, time.time() - start
 
 
-def checkpoint_steps(out: Path) -> dict[str, int]:
-    """{model folder relative to OUT ('.' for a day with one model): step of its checkpoint.pt}."""
-    return {str(p.parent.relative_to(out)): load_checkpoint(p)["step"] for p in sorted(out.rglob("checkpoint.pt"))}
+def logged_step(log: Path, since: float) -> int:
+    """The last step in a train_log.csv written after `since` (0 if none): fit() rewrites a resumed model's log
+    without the rows after its checkpoint, so an older file still holds steps the relaunch has not reached."""
+    try:
+        if log.stat().st_mtime < since:
+            return 0
+        return int(log.read_text().splitlines()[-1].split(",")[0])
+    except (FileNotFoundError, IndexError, ValueError):   # not written yet, or caught mid-write
+        return 0
 
 
-def training_window(out: Path, started: float) -> tuple[float, float]:
-    """(seconds from launch to the start of training, seconds of training) of a finished run: OUT/config.yaml is
-    written once the data are loaded, the last checkpoint.pt when the last model finishes."""
-    begin = (out / "config.yaml").stat().st_mtime - started
-    end = max(p.stat().st_mtime for p in out.rglob("checkpoint.pt")) - started
-    return begin, max(end - begin, 0.1)
+def kill_at(log: Path, step: int, extra: float) -> Callable[[float], bool]:
+    """kill_when for launch(): true `extra` seconds after `log` first shows `step` reached."""
+    reached = []
+
+    def now(start: float) -> bool:
+        if not reached and logged_step(log, start) >= step:
+            reached.append(time.time())
+        return bool(reached) and time.time() - reached[0] >= extra
+    return now
 
 
-def kill_delay(rng: random.Random, begin: float, train_s: float, done: float) -> float:
-    """A moment uniformly inside the training a relaunch still has to do: after its start-up (`begin` seconds),
-    within the share 1 - done of the reference's training time."""
-    return begin + rng.uniform(0, 1) * train_s * max(1.0 - done, 0.05)
+def checkpoints(out: Path) -> dict[str, dict]:
+    """{model folder relative to OUT ('.' for a day with one model): the step, training seconds and logging
+    interval of its checkpoint.pt}; {} when there is none."""
+    found = {str(p.parent.relative_to(out)): load_checkpoint(p) for p in sorted(out.rglob("checkpoint.pt"))}
+    return {name: {"step": c["step"], "elapsed_s": c["elapsed_s"], "log_every": c["config"]["log_every"]}
+            for name, c in found.items()}
+
+
+def draw_kill(rng: random.Random, reference: dict[str, dict], on_disk: dict[str, dict]) -> tuple[str, int, float]:
+    """A random moment of the training left: (model, step, seconds after that step is logged), uniform in time
+    over the steps the checkpoints on disk have not reached, at the reference's seconds per step."""
+    steps = [(name, s) for name, ref in reference.items()
+             for s in range(on_disk.get(name, {"step": 0})["step"] + 1, ref["step"] + 1)]
+    per_step = {name: ref["elapsed_s"] / ref["step"] for name, ref in reference.items()}
+    name, step = rng.choices(steps, weights=[per_step[n] for n, _ in steps])[0]
+    every = reference[name]["log_every"]
+    logged = min(-(-step // every) * every, reference[name]["step"])   # the first row at or after `step`
+    return name, logged, rng.uniform(0, per_step[name] * every)
+
+
+def training_left(reference: dict[str, dict], on_disk: dict[str, dict]) -> float:
+    """Seconds of training a relaunch still has to do: for each model, the reference's training seconds times
+    the share of its steps that the checkpoint on disk has not reached (work since that checkpoint is redone)."""
+    return sum(ref["elapsed_s"] * (1 - on_disk.get(name, {"step": 0})["step"] / ref["step"])
+               for name, ref in reference.items())
 
 
 def compare_weights(reference: Path, other: Path) -> dict[str, dict]:
@@ -122,24 +155,28 @@ def metrics_differences(reference: Path, other: Path) -> list[str]:
 
 def kill_and_resume(day: int, kills: int, overrides: list[str], out: Path, logs: Path, reference: dict,
                     rng: random.Random) -> tuple[list[dict], float]:
-    """Launch the run into `out`, SIGKILL it `kills` times at random moments of its training, relaunching it
-    with --resume (or afresh when it had no checkpoint yet), then run it to the end. Returns (the kills, seconds
-    spent). `reference`: the uninterrupted run's start-up and training seconds and its models' final steps."""
-    events, spent, total = [], 0.0, reference["steps"]
+    """Launch the run into `out`, SIGKILL it `kills` times at random moments of its training (draw_kill),
+    relaunching it with --resume (or afresh when it had no checkpoint yet), then run it to the end. Returns
+    (the kills, seconds spent). `reference`: the uninterrupted run's checkpoints."""
+    events, spent = [], 0.0
     for attempt in range(kills + 1):
-        on_disk = checkpoint_steps(out) if out.exists() else {}
-        done = sum(min(on_disk.get(name, 0), steps) for name, steps in total.items()) / sum(total.values())
-        delay = kill_delay(rng, reference["begin"], reference["train_s"], done) if attempt < kills else None
+        on_disk = checkpoints(out) if out.exists() else {}
+        left = training_left(reference, on_disk)
+        target = draw_kill(rng, reference, on_disk) if attempt < kills and left > 0 else None
+        when = kill_at(out / target[0] / "train_log.csv", target[1], target[2]) if target else None
         hit, seconds = launch(command(day, out, overrides, resume=bool(on_disk)), logs / f"attempt{attempt}.txt",
-                              delay)
+                              when)
         spent += seconds
         if not hit:  # the last relaunch, or one that finished before its kill
-            if delay is not None:
-                print(f"  attempt {attempt}: finished before the kill at {delay:.1f} s", flush=True)
+            if attempt < kills:
+                print(f"  attempt {attempt}: ran to the end (no training left to kill)", flush=True)
             break
-        at = checkpoint_steps(out) if out.exists() else {}
-        events.append({"attempt": attempt, "delay_s": round(delay, 2), "checkpoints_at_kill": at})
-        print(f"  attempt {attempt}: killed at {delay:.1f} s; checkpoints {at}", flush=True)
+        at = {name: c["step"] for name, c in checkpoints(out).items()}
+        events.append({"attempt": attempt, "model": target[0], "logged_step": target[1],
+                       "seconds_after_it": round(target[2], 2), "training_left_s": round(left, 1),
+                       "checkpoints_at_kill": at})
+        print(f"  attempt {attempt}: killed {target[2]:.2f} s after {target[0]} logged step {target[1]}; "
+              f"checkpoints {at}", flush=True)
     return events, spent
 
 
@@ -147,12 +184,11 @@ def kill_test(day: int, kills: int, overrides: list[str], work: Path, seed: int)
     """The uninterrupted reference, the killed and resumed run, and their comparison (the report)."""
     ref, killed, logs = work / "reference", work / "killed", work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    started = time.time()
     _, ref_s = launch(command(day, ref, overrides), logs / "reference.txt")
-    begin, train_s = training_window(ref, started)
-    reference = {"begin": begin, "train_s": train_s, "steps": checkpoint_steps(ref)}
-    print(f"day {day}: reference {ref_s:.0f} s (training from {begin:.0f} s for {train_s:.0f} s), "
-          f"models {reference['steps']}", flush=True)
+    reference = checkpoints(ref)
+    train_s = sum(c["elapsed_s"] for c in reference.values())
+    print(f"day {day}: reference {ref_s:.0f} s (training {train_s:.0f} s), models "
+          f"{ {name: c['step'] for name, c in reference.items()} }", flush=True)
     events, spent = kill_and_resume(day, kills, overrides, killed, logs, reference, random.Random(seed))
     models = compare_weights(ref, killed)
     shown = f"python day{day:02d}/code/train.py " + " ".join(command(day, Path("OUT"), overrides)[2:])

@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 import torch
-from conftest import HANG_TIMEOUT, ROOT, load_script
+from conftest import ROOT, load_script
 
 from common.config import UserError
 from common.loop import fit
@@ -16,19 +16,31 @@ from common.training import TrainConfig
 kill_test = load_script(ROOT / "scripts" / "kill_test.py")
 
 
-def test_launch_kills_a_running_command_and_reports_a_failing_one(tmp_path):
-    killed, _ = kill_test.launch([sys.executable, "-c", "import time; time.sleep(3600)"], tmp_path / "a.txt", 0.5)
-    assert killed
-    killed, _ = kill_test.launch([sys.executable, "-c", "pass"], tmp_path / "b.txt", HANG_TIMEOUT)
+def test_launch_kills_a_command_once_its_log_shows_the_step(tmp_path):
+    log = tmp_path / "model" / "train_log.csv"
+    log.parent.mkdir()
+    log.write_text("step,loss\n50,0.1\n")                  # left by a killed launch: older than this one
+    training = (f"import time; time.sleep(1); open({str(log)!r}, 'w').write('step,loss\\n10,0.5\\n'); "
+                "time.sleep(1); open(" + repr(str(log)) + ", 'a').write('20,0.4\\n'); time.sleep(3600)")
+    killed, seconds = kill_test.launch([sys.executable, "-c", training], tmp_path / "a.txt",
+                                       kill_test.kill_at(log, step=20, extra=0.5))
+    assert killed and seconds >= 2.5 and log.read_text().endswith("20,0.4\n")
+    killed, _ = kill_test.launch([sys.executable, "-c", "pass"], tmp_path / "b.txt", kill_test.kill_at(log, 99, 0))
     assert not killed
     with pytest.raises(UserError, match="exit 3"):
         kill_test.launch([sys.executable, "-c", "raise SystemExit(3)"], tmp_path / "c.txt")
 
 
-def test_kill_delays_fall_inside_the_training_left():
+def test_kills_are_drawn_over_the_training_left():
+    reference = {"a": {"step": 100, "elapsed_s": 10.0, "log_every": 10},
+                 "b": {"step": 50, "elapsed_s": 30.0, "log_every": 8}}
+    assert kill_test.training_left(reference, {}) == 40.0
+    assert kill_test.training_left(reference, {"a": {"step": 100}, "b": {"step": 20}}) == pytest.approx(18.0)
     rng = random.Random(0)
-    delays = [kill_test.kill_delay(rng, 5.0, 20.0, done=0.5) for _ in range(200)]
-    assert 5.0 <= min(delays) and max(delays) <= 15.0 and max(delays) - min(delays) > 8
+    draws = [kill_test.draw_kill(rng, reference, {"a": {"step": 100}, "b": {"step": 20}}) for _ in range(200)]
+    assert {name for name, _, _ in draws} == {"b"}                      # a is finished
+    assert all(20 < step <= 50 and (step % 8 == 0 or step == 50) for _, step, _ in draws)  # rows of b's log
+    assert all(0 <= extra <= 8 * 30.0 / 50 for _, _, extra in draws)   # within one logging interval
 
 
 def one_model(out, cfg):
