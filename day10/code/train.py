@@ -34,6 +34,7 @@ from common.predictions import clipped, denoiser
 from common.run import Run, write_metrics
 from common.samples import quantize, save_samples_npz
 from common.samplers import ddim, ddpm, sample_batched
+from common.syllabus import times_floor
 import matplotlib.pyplot as plt  # after common.plotting, which selects the file-only backend
 
 DAY = Path(__file__).resolve().parents[1]
@@ -53,7 +54,7 @@ class Config:
     quadratic_steps: tuple[int, ...] = (10, 20)  # DDIM (η = 0) on the quadratic grid (≤ 44 on 1000 levels)
     etas: tuple[float, ...] = (0.0, 0.2, 0.5, 1.0)  # the η sweep ...
     eta_steps: tuple[int, ...] = (10, 50)           # ... at these step counts (uniform grid)
-    n_eval: int = 500                    # samples scored per setting
+    n_eval: int = 1000                   # samples scored per setting
     n_npz: int = 1000                    # samples saved for the three NPZ settings (the first n_eval are scored)
     ddpm_full: int = 100                 # samples of 1000-step DDPM (0: skip), scored at this smaller n
     same_noise_steps: tuple[int, ...] = (10, 20, 50, 100, 1000)  # DDIM η = 0 from one x_1; the last is the reference
@@ -295,8 +296,7 @@ def main(argv=None):
     # --- outputs
     head = table[NPZ["samples.npz"]]
     metrics = {
-        "headline": {"name": f"FID of DDIM (η=0) at 20 steps, n={head['n']}",
-                     "value": f"{head['fid']:.2f} (floor {head['fid_floor']:.2f})"},
+        "headline": "20 DDIM steps (η=0): " + times_floor(head),
         "model": {"checkpoint": str(ckpt_path.relative_to(ROOT) if ckpt_path.is_relative_to(ROOT) else ckpt_path),
                   "step": ckpt["step"], "preset": ckpt["preset"], "params": count_params(model),
                   **{k: ckpt["config"][k] for k in ("prediction", "schedule", "n_steps")}},
