@@ -6,12 +6,12 @@
 1. The reference: `python dayNN/code/train.py --preset smoke --device cpu --out WORK/reference` with the
    day's overrides (DEFAULTS: more steps than the smoke preset, so that training lasts long enough to be hit).
    Its checkpoints give each model's steps, training seconds and logging interval.
-2. The killed run: the same command into WORK/killed, SIGKILLed at a random moment of the training it still
-   has to do, then relaunched with --resume (afresh if it had no checkpoint yet), `--kills` times; a last
-   --resume runs it to the end. The moment: a model and step drawn uniformly over the training time left
-   (the reference's seconds per step, from the steps the checkpoints have not reached), reached when that
-   model's train_log.csv logs it, plus a random part of one logging interval. Steps, not seconds, so that a
-   relaunch running faster or slower than the reference is still hit inside its training.
+2. The killed run: the same command into WORK/killed, SIGKILLed at `--kills` random moments of its training,
+   relaunched with --resume after each (afresh if it had no checkpoint yet); a last --resume runs it to the
+   end. The moments are drawn uniformly over the reference's training time, each as a model and a step, and
+   a kill lands when that model's train_log.csv logs the step, plus a random part of one logging interval:
+   steps, not seconds, so that a relaunch running faster or slower than the reference is still hit where aimed.
+   A moment that a relaunch has already run past (it redid the steps after its checkpoint) is skipped.
 3. The comparison, for every model the day trains (every checkpoint.pt under OUT): the raw and EMA state
    dicts, bit for bit (else the largest absolute difference), and train_log.csv; and metrics.json, leaving
    out what is timed or dated.
@@ -97,22 +97,25 @@ def kill_at(log: Path, step: int, extra: float) -> Callable[[float], bool]:
 
 def checkpoints(out: Path) -> dict[str, dict]:
     """{model folder relative to OUT ('.' for a day with one model): the step, training seconds and logging
-    interval of its checkpoint.pt}; {} when there is none."""
-    found = {str(p.parent.relative_to(out)): load_checkpoint(p) for p in sorted(out.rglob("checkpoint.pt"))}
+    interval of its checkpoint.pt}, in the order they were last written (of a finished run: as they trained)."""
+    paths = sorted(out.rglob("checkpoint.pt"), key=lambda p: p.stat().st_mtime_ns)
+    found = {str(p.parent.relative_to(out)): load_checkpoint(p) for p in paths}
     return {name: {"step": c["step"], "elapsed_s": c["elapsed_s"], "log_every": c["config"]["log_every"]}
             for name, c in found.items()}
 
 
-def draw_kill(rng: random.Random, reference: dict[str, dict], on_disk: dict[str, dict]) -> tuple[str, int, float]:
-    """A random moment of the training left: (model, step, seconds after that step is logged), uniform in time
-    over the steps the checkpoints on disk have not reached, at the reference's seconds per step."""
-    steps = [(name, s) for name, ref in reference.items()
-             for s in range(on_disk.get(name, {"step": 0})["step"] + 1, ref["step"] + 1)]
+def plan_kills(rng: random.Random, reference: dict[str, dict], n: int) -> list[tuple[str, int, float]]:
+    """n moments drawn uniformly over the whole training time (the reference's seconds per step), in training
+    order (`reference` lists the models as they trained): (model, step its log shows, seconds after that)."""
+    steps = [(name, s) for name, ref in reference.items() for s in range(1, ref["step"] + 1)]
     per_step = {name: ref["elapsed_s"] / ref["step"] for name, ref in reference.items()}
-    name, step = rng.choices(steps, weights=[per_step[n] for n, _ in steps])[0]
-    every = reference[name]["log_every"]
-    logged = min(-(-step // every) * every, reference[name]["step"])   # the first row at or after `step`
-    return name, logged, rng.uniform(0, per_step[name] * every)
+    plan = []
+    for i in sorted(rng.choices(range(len(steps)), weights=[per_step[name] for name, _ in steps], k=n)):
+        name, step = steps[i]
+        every = reference[name]["log_every"]
+        logged = min(-(-step // every) * every, reference[name]["step"])   # the first row at or after `step`
+        plan.append((name, logged, rng.uniform(0, per_step[name] * every)))
+    return plan
 
 
 def training_left(reference: dict[str, dict], on_disk: dict[str, dict]) -> float:
@@ -155,21 +158,22 @@ def metrics_differences(reference: Path, other: Path) -> list[str]:
 
 def kill_and_resume(day: int, kills: int, overrides: list[str], out: Path, logs: Path, reference: dict,
                     rng: random.Random) -> tuple[list[dict], float]:
-    """Launch the run into `out`, SIGKILL it `kills` times at random moments of its training (draw_kill),
+    """Launch the run into `out`, SIGKILL it at `kills` random moments of its training (plan_kills), each time
     relaunching it with --resume (or afresh when it had no checkpoint yet), then run it to the end. Returns
-    (the kills, seconds spent). `reference`: the uninterrupted run's checkpoints."""
-    events, spent = [], 0.0
+    (the kills, seconds spent). `reference`: the uninterrupted run's checkpoints, in training order."""
+    events, spent, plan = [], 0.0, plan_kills(rng, reference, kills)
     for attempt in range(kills + 1):
         on_disk = checkpoints(out) if out.exists() else {}
         left = training_left(reference, on_disk)
-        target = draw_kill(rng, reference, on_disk) if attempt < kills and left > 0 else None
+        plan = [t for t in plan if on_disk.get(t[0], {"step": 0})["step"] < t[1]]   # not yet run past
+        target = plan.pop(0) if plan else None
         when = kill_at(out / target[0] / "train_log.csv", target[1], target[2]) if target else None
         hit, seconds = launch(command(day, out, overrides, resume=bool(on_disk)), logs / f"attempt{attempt}.txt",
                               when)
         spent += seconds
         if not hit:  # the last relaunch, or one that finished before its kill
-            if attempt < kills:
-                print(f"  attempt {attempt}: ran to the end (no training left to kill)", flush=True)
+            if target:
+                print(f"  attempt {attempt}: ran to the end before the kill", flush=True)
             break
         at = {name: c["step"] for name, c in checkpoints(out).items()}
         events.append({"attempt": attempt, "model": target[0], "logged_step": target[1],

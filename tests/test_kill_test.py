@@ -31,16 +31,19 @@ def test_launch_kills_a_command_once_its_log_shows_the_step(tmp_path):
         kill_test.launch([sys.executable, "-c", "raise SystemExit(3)"], tmp_path / "c.txt")
 
 
-def test_kills_are_drawn_over_the_training_left():
-    reference = {"a": {"step": 100, "elapsed_s": 10.0, "log_every": 10},
-                 "b": {"step": 50, "elapsed_s": 30.0, "log_every": 8}}
+def test_kills_are_spread_over_the_whole_training_in_its_order():
+    reference = {"b": {"step": 50, "elapsed_s": 30.0, "log_every": 8},       # b trained first, a after it
+                 "a": {"step": 100, "elapsed_s": 10.0, "log_every": 10}}
     assert kill_test.training_left(reference, {}) == 40.0
-    assert kill_test.training_left(reference, {"a": {"step": 100}, "b": {"step": 20}}) == pytest.approx(18.0)
-    rng = random.Random(0)
-    draws = [kill_test.draw_kill(rng, reference, {"a": {"step": 100}, "b": {"step": 20}}) for _ in range(200)]
-    assert {name for name, _, _ in draws} == {"b"}                      # a is finished
-    assert all(20 < step <= 50 and (step % 8 == 0 or step == 50) for _, step, _ in draws)  # rows of b's log
-    assert all(0 <= extra <= 8 * 30.0 / 50 for _, _, extra in draws)   # within one logging interval
+    assert kill_test.training_left(reference, {"a": {"step": 50}, "b": {"step": 50}}) == pytest.approx(5.0)
+    plan = kill_test.plan_kills(random.Random(0), reference, 400)
+    assert len(plan) == 400 and plan == sorted(plan, key=lambda t: (t[0] == "a", t[1]))   # in training order
+    assert all(step % 8 == 0 or step == 50 for name, step, _ in plan if name == "b")     # rows of b's log
+    assert all(step % 10 == 0 for name, step, _ in plan if name == "a")
+    assert all(0 <= extra <= reference[name]["elapsed_s"] / reference[name]["step"] * reference[name]["log_every"]
+               for name, _, extra in plan)                                          # within one logging interval
+    share_b = sum(name == "b" for name, _, _ in plan) / len(plan)
+    assert 0.65 < share_b < 0.85                                                    # b: 30 of the 40 seconds
 
 
 def one_model(out, cfg):
