@@ -13,7 +13,7 @@ A tracked run mirrors what it writes to its folder anyway, so a dashboard shows 
   * at the end (common.run.write_metrics), the numeric entries of metrics.json and the figures not yet logged.
 
 Keys: `train/loss`, `train/<image>`, `final/<metric>`, `final/<figure>`. A day that trains several models in
-sub-folders (`dataclasses.replace(run, out=run.out / name)`) logs each under its folder's name: in W&B as
+sub-folders (`run.part(name)`) logs each under its folder's name: in W&B as
 `cosine/train/loss` against its own step `cosine/train/step`, in TensorBoard as a run `cosine` beside the main
 one. Files: OUT/tensorboard/, OUT/wandb/ ($WANDB_DIR wins; $WANDB_PROJECT, $WANDB_NAME and $WANDB_MODE are
 W&B's own). Only the main process tracks under torchrun. A relaunch with --resume is a new W&B run; in
