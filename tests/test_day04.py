@@ -231,3 +231,12 @@ def test_smoke_run(tmp_path):
                  "forward_mnist.gif",
                  "trajectories_mnist.png", "trajectories_mnist_schedules.png"):
         assert 0 < (tmp_path / name).stat().st_size < 1_000_000, name
+
+
+def test_schedule_figure_of_a_short_schedule_whose_signal_never_halves(tmp_path):
+    # T = 10 linear steps keep ᾱ above 1/2 throughout: milestones say T + 1 and the figure draws no dot
+    schedules = {name: DiscreteVP.named(name, 10) for name in SCHEDULES}
+    summary = {name: forward.milestones(s, data_var=1.0) for name, s in schedules.items()}
+    assert summary["linear"]["half_power_step"] == 11
+    train.plot_schedules(schedules, summary, tmp_path / "schedules.png")
+    assert (tmp_path / "schedules.png").stat().st_size > 0

@@ -111,8 +111,9 @@ def plot_schedules(schedules: dict[str, DiscreteVP], summary: dict, path: Path) 
         axes[1].plot(t, s.alpha_bar[1:], color=line.get_color())
         axes[2].plot(t, s.snr_db(), color=line.get_color())
         half = summary[name]["half_power_step"]
-        axes[1].plot(half / s.n_steps, s.alpha_bar[half], "o", color=line.get_color())
-        axes[2].plot(half / s.n_steps, s.snr_db()[half - 1], "o", color=line.get_color())
+        if half <= s.n_steps:  # T + 1 means ᾱ never falls to 1/2 (a short schedule): no dot
+            axes[1].plot(half / s.n_steps, s.alpha_bar[half], "o", color=line.get_color())
+            axes[2].plot(half / s.n_steps, s.snr_db()[half - 1], "o", color=line.get_color())
     axes[1].axhline(0.5, color="grey", lw=0.8, ls="--")
     axes[2].axhline(0, color="grey", lw=0.8, ls="--")
     axes[0].set(yscale="log", ylabel="β_t", title="per-step noise β_t")
