@@ -59,3 +59,18 @@ def load_model(path: Path | str, device: torch.device | str = "cpu", ema: bool =
     """The (EMA) network of the checkpoint at `path`, on `device`, and the checkpoint itself."""
     ckpt = load_checkpoint(path)
     return build_model(ckpt, ema).to(device), ckpt
+
+
+def load_ddpm(path: Path | str, device: torch.device | str = "cpu", finished: bool = True):
+    """A trained DDPM checkpoint ready to sample: (EMA network, its denoiser with x̂0 clipped to [-1, 1] as Ho et
+    al. sample, its DiscreteVP path, the checkpoint). `finished`: refuse a run that has not reached its last step."""
+    from common.paths import DiscreteVP  # here: paths and predictions build on nets, not on us
+    from common.predictions import clipped, denoiser
+
+    model, ckpt = load_model(path, device)
+    c = ckpt["config"]
+    if finished and ckpt["step"] < c["steps"]:
+        raise UserError(f"{path} is at step {ckpt['step']} of {c['steps']}: its run is still training "
+                        "(wait for it, or finish it with --resume)")
+    vp = DiscreteVP.named(c["schedule"], c["n_steps"])
+    return model, clipped(denoiser(model, c["prediction"], vp), vp), vp, ckpt

@@ -46,7 +46,7 @@ def one_thread():
 
 def point_denoiser(schedule: DiscreteVP, x_star: torch.Tensor):
     """The exact ε-predictor of a dataset holding the single image x_star, ε = (x_t − α_t x*) / σ_t, as the
-    denoiser day 7 samples with (x̂_0 clipped to [-1, 1], as day 7's load_day6 hands it over)."""
+    denoiser day 7 samples with (x̂_0 clipped to [-1, 1], as common.checkpoint.load_ddpm hands it over)."""
     def eps_fn(xt, t):
         alpha, sigma = schedule.alpha_sigma(t, xt)
         return (xt - alpha * x_star) / sigma
@@ -171,4 +171,4 @@ def test_smoke_run(smoke):
 def test_an_unfinished_day6_checkpoint_is_refused(smoke):
     out, _ = smoke
     with pytest.raises(UserError, match="still training"):
-        day7.load_day6(out / "day06" / "checkpoint_step000010.pt", torch.device("cpu"))
+        day7.load_ddpm(out / "day06" / "checkpoint_step000010.pt", torch.device("cpu"))

@@ -3,7 +3,6 @@
 distance); slerp keeps the noise's norm where lerp does not; and the smoke run through the command line, which
 makes its own day 6 checkpoint first."""
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import HANG_TIMEOUT
+from conftest import HANG_TIMEOUT, load_day
 
 from common.denoisers import MixtureDenoiser
 from common.paths import DiscreteVP, uniform_grid
@@ -24,15 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 F64 = torch.float64
 
 
-def load_day10():
-    spec = importlib.util.spec_from_file_location("day10_train", ROOT / "day10" / "code" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["day10_train"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-day10 = load_day10()
+day10 = load_day(10, "train")
 
 
 def gen(seed: int) -> torch.Generator:

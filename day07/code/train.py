@@ -22,13 +22,12 @@ from pathlib import Path
 
 import torch
 
-from common.checkpoint import load_checkpoint, load_model
+from common.checkpoint import load_checkpoint, load_ddpm
 from common.config import UserError, cli, parse_args
 from common.evaluator import score_images
 from common.nets import count_params
 from common.paths import DiscreteVP, uniform_grid
 from common.plotting import panel, plot_curves, save_gif
-from common.predictions import clipped, denoiser
 from common.run import Run, write_metrics
 from common.samples import save_samples_npz
 from common.samplers import ddpm, sample_batched
@@ -112,17 +111,6 @@ def day6_checkpoint(cfg: Config, run: Run, device: str, data_dir: str | None) ->
         if subprocess.run(cmd, cwd=ROOT, env=env).returncode:
             raise UserError("day 6's train.py failed (its output is above); fix that run, then rerun day 7")
     return path
-
-
-def load_day6(path: Path, device: torch.device, finished: bool = True):
-    """(EMA U-Net, its denoiser (x̂0 clipped to [-1, 1], as Ho et al. sample), its path, the checkpoint dict)."""
-    model, ckpt = load_model(path, device)
-    c = ckpt["config"]
-    if finished and ckpt["step"] < c["steps"]:
-        raise UserError(f"{path} is at step {ckpt['step']} of {c['steps']}: day 6 is still training "
-                        "(wait for it, or finish it with --resume)")
-    vp = DiscreteVP.named(c["schedule"], c["n_steps"])
-    return model, clipped(denoiser(model, c["prediction"], vp), vp), vp, ckpt
 
 
 def kept_checkpoints(folder: Path) -> list[Path]:
@@ -254,7 +242,7 @@ def main(argv=None):
         return
     run.out.mkdir(parents=True, exist_ok=True)
     ckpt_path = day6_checkpoint(cfg, run, args.device, args.data_dir)
-    model, denoise, path, ckpt = load_day6(ckpt_path, run.device)
+    model, denoise, path, ckpt = load_ddpm(ckpt_path, run.device)
     run.dataset = ckpt["dataset"]
     if cfg.npz not in [f"{v}-{k}" for v in cfg.variances for k in cfg.steps]:
         raise UserError(f"npz={cfg.npz}: choose one of the settings, written variance-steps (e.g. posterior-50)")
@@ -300,7 +288,7 @@ def main(argv=None):
     # --- 4. early, middle and late training: the same noise through day 6's kept checkpoints
     checkpoints, rows = {}, []
     for p in kept_checkpoints(ckpt_path.parent):
-        _, fn, _, c = load_day6(p, run.device, finished=False)
+        _, fn, _, c = load_ddpm(p, run.device, finished=False)
         t0 = time.time()
         x = draw(fn, path, x1[: cfg.n_eval], cfg.checkpoint_steps, "posterior", cfg.seed + 1, cfg, run.device)
         checkpoints[f"step {c['step']}"] = {"step": c["step"],

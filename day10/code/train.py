@@ -23,14 +23,13 @@ from pathlib import Path
 
 import torch
 
-from common.checkpoint import load_model
+from common.checkpoint import load_ddpm
 from common.config import UserError, cli, parse_args
 from common.data import load_images
 from common.evaluator import evaluator_for, load_evaluator, score_images
 from common.nets import count_params
-from common.paths import DiscreteVP, quadratic_grid, uniform_grid
+from common.paths import quadratic_grid, uniform_grid
 from common.plotting import panel
-from common.predictions import clipped, denoiser
 from common.run import Run, write_metrics
 from common.samples import quantize, save_samples_npz
 from common.samplers import ddim, ddpm, sample_batched
@@ -110,16 +109,6 @@ def day6_checkpoint(cfg: Config, run: Run, device: str, data_dir: str | None) ->
         if subprocess.run(cmd, cwd=ROOT, env=env).returncode:
             raise UserError("day 6's train.py failed (its output is above); fix that run, then rerun day 10")
     return path
-
-
-def load_day6(path: Path, device: torch.device):
-    """(EMA U-Net, its denoiser (x̂0 clipped to [-1, 1]), its path, the checkpoint dict)."""
-    model, ckpt = load_model(path, device)
-    c = ckpt["config"]
-    if ckpt["step"] < c["steps"]:
-        raise UserError(f"{path} is at step {ckpt['step']} of {c['steps']}: day 6 is still training")
-    vp = DiscreteVP.named(c["schedule"], c["n_steps"])
-    return model, clipped(denoiser(model, c["prediction"], vp), vp), vp, ckpt
 
 
 # --- sampling and scoring -------------------------------------------------------------------------------------
@@ -250,7 +239,7 @@ def main(argv=None):
     if not run.is_main:  # nothing to train here: under torchrun, rank 0 alone does the work
         return
     ckpt_path = day6_checkpoint(cfg, run, args.device, args.data_dir)
-    model, denoise, path, ckpt = load_day6(ckpt_path, run.device)
+    model, denoise, path, ckpt = load_ddpm(ckpt_path, run.device)
     run.dataset = ckpt["dataset"]
     shape = (model.cfg.in_channels, model.cfg.image_size, model.cfg.image_size)    # what day 6 trained on
     gen = torch.Generator().manual_seed(cfg.seed)
