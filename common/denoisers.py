@@ -2,6 +2,7 @@
 
     oracle = MixtureDenoiser(means, std, path)          # x0 ~ (1/N) Σ_n N(μ_n, std² I)
     oracle = ideal_denoiser(train_x, path)              # x0 uniform over a finite dataset (std = 0)
+    oracle = LabelledMixtureDenoiser(means, labels, std, path, null)   # E[x0 | x_t, y]: classes of components
     denoise = predictions.denoiser(oracle, "x0", path)  # -> (x̂0, ε̂) for any sampler
 
 Both are "networks that predict x0", so they plug into the samplers unchanged and serve as test oracles:
@@ -24,21 +25,26 @@ from common.paths import AffinePath
 Tensor = torch.Tensor
 
 
-def responsibilities(xt: Tensor, means: Tensor, std: float, alpha: Tensor, sigma: Tensor) -> Tensor:
+def responsibilities(xt: Tensor, means: Tensor, std: float, alpha: Tensor, sigma: Tensor,
+                     allowed: Tensor | None = None) -> Tensor:
     """w_n = p(n | x_t) when x0 ~ (1/N) Σ_n N(μ_n, std² I) and x_t = alpha x0 + sigma eps.  (B, N)
 
     Given n, x_t ~ N(alpha μ_n, (alpha² std² + sigma²) I), so Bayes with a uniform prior gives
     w_n ∝ exp(−‖x_t − alpha μ_n‖² / (2 (alpha² std² + sigma²))). The ‖x_t‖² inside the square is the
     same for every n and cancels in the softmax. Float64: at small t the logits reach ~1e7.
+    `allowed` (B, N) bool restricts each row's prior to some components (uniform over those): p(n | x_t, c).
     """
     x, mu = xt.flatten(1).double(), means.flatten(1).double().to(xt.device)   # (B, D), (N, D)
     a, s = alpha.double().reshape(-1, 1), sigma.double().reshape(-1, 1)       # (B, 1)
     var = a ** 2 * std ** 2 + s ** 2
     logits = (2 * a * (x @ mu.T) - a ** 2 * mu.pow(2).sum(1)) / (2 * var)     # (B, N)
+    if allowed is not None:
+        logits = logits.masked_fill(~allowed.to(xt.device), -torch.inf)
     return torch.softmax(logits, dim=1)
 
 
-def mixture_posterior_mean(xt: Tensor, means: Tensor, std: float, alpha: Tensor, sigma: Tensor) -> Tensor:
+def mixture_posterior_mean(xt: Tensor, means: Tensor, std: float, alpha: Tensor, sigma: Tensor,
+                           allowed: Tensor | None = None) -> Tensor:
     """E[x0 | x_t] for x0 ~ (1/N) Σ_n N(μ_n, std² I), in float64, shaped like x_t.
 
     Per component, x0 and x_t are jointly Gaussian, so E[x0 | x_t, n] = μ_n + g (x_t − alpha μ_n) with
@@ -48,7 +54,7 @@ def mixture_posterior_mean(xt: Tensor, means: Tensor, std: float, alpha: Tensor,
     training points, which is why a sampler driven by it can only return training points.
     """
     a, s = alpha.double().reshape(-1, 1), sigma.double().reshape(-1, 1)       # (B, 1)
-    m = responsibilities(xt, means, std, a, s) @ means.flatten(1).double().to(xt.device)  # (B, D)
+    m = responsibilities(xt, means, std, a, s, allowed) @ means.flatten(1).double().to(xt.device)  # (B, D)
     gain = a * std ** 2 / (a ** 2 * std ** 2 + s ** 2)
     return (m + gain * (xt.flatten(1).double() - a * m)).view(xt.shape)
 
@@ -62,6 +68,25 @@ class MixtureDenoiser:
     def __call__(self, xt: Tensor, t: Tensor, **cond) -> Tensor:
         alpha, sigma = self.path.alpha_sigma(t, xt.double())
         return mixture_posterior_mean(xt, self.means, self.std, alpha, sigma).to(xt.dtype)
+
+
+class LabelledMixtureDenoiser(MixtureDenoiser):
+    """(x_t, t, y) -> E[x0 | x_t, y] when each component of the mixture carries a class label: the component
+    n has label labels[n], and conditioning on y keeps the components of that class (p(x0 | y) is the uniform
+    mixture of them). y = null, or no y, conditions on nothing: the whole mixture, as MixtureDenoiser.
+    The exact conditional and unconditional denoisers of one labelled dataset, e.g. for guidance."""
+
+    def __init__(self, means: Tensor, labels: Tensor, std: float, path: AffinePath, null: int):
+        super().__init__(means, std, path)
+        self.labels, self.null = labels, null
+
+    def __call__(self, xt: Tensor, t: Tensor, y: Tensor | None = None, **cond) -> Tensor:
+        alpha, sigma = self.path.alpha_sigma(t, xt.double())
+        allowed = None
+        if y is not None:
+            y = y.to(self.labels.device)[:, None]                                 # (B, 1)
+            allowed = (self.labels[None] == y) | (y == self.null)                  # (B, N)
+        return mixture_posterior_mean(xt, self.means, self.std, alpha, sigma, allowed).to(xt.dtype)
 
 
 def ideal_denoiser(data: Tensor, path: AffinePath) -> MixtureDenoiser:

@@ -175,13 +175,18 @@ def last(states: Iterator[Tensor]) -> Tensor:
 @torch.no_grad()
 def sample_batched(sampler: Callable, denoise: Denoiser, noise: Tensor, ts: Tensor, *, path: AffinePath,
                    device: torch.device | str = "cpu", batch: int = 250, bf16: bool = True,
-                   generator: torch.Generator | None = None, desc: str = "sample", **kw) -> Tensor:
+                   generator: torch.Generator | None = None, desc: str = "sample",
+                   cond: dict[str, Tensor] | None = None, **kw) -> Tensor:
     """Run `sampler` from each row of `noise` (N, ...) in chunks of `batch` under bf16 autocast; keep the
-    last states, as float32 on the CPU. The same (noise, generator, batch) gives the same samples."""
+    last states, as float32 on the CPU. `cond` holds per-sample conditions (N, ...), e.g. {"y": labels},
+    split into the same chunks; `kw` goes to the sampler whole. The same (noise, generator, batch) gives
+    the same samples."""
     device = torch.device(device)
+    cond = {key: value.split(batch) for key, value in (cond or {}).items()}
     out = []
-    for chunk in tqdm(noise.split(batch), desc=desc, leave=False):
+    for i, chunk in enumerate(tqdm(noise.split(batch), desc=desc, leave=False)):
+        rows = {key: parts[i].to(device) for key, parts in cond.items()}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            x = last(sampler(denoise, chunk.to(device), ts, path=path, generator=generator, **kw))
+            x = last(sampler(denoise, chunk.to(device), ts, path=path, generator=generator, **rows, **kw))
         out.append(x.float().cpu())
     return torch.cat(out)

@@ -83,6 +83,8 @@ HEADLINES = {
     6: times_floor,
     7: lambda m: f"{_sampler(m['npz']['setting'])}: " + times_floor(m["npz"]),
     8: lambda m: f"best schedule ({m['best']}): " + times_floor(_at(m["summary"], schedule=m["best"])),
+    9: lambda m: "w = {w:g}: {class_accuracy:.1%} class accuracy, ".format(**m["recommended"])
+    + times_floor(m["recommended"]),
 }
 
 
