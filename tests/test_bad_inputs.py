@@ -28,6 +28,7 @@ Inputs tried (day: arguments):
   day 5: --schedule=cosin | --sample_steps=5000 | --toy_hidden=100 | --toy_train=10 | --warmup=5
   day 7: --variances=posterior,ddim | --npz=posterior-30 | --nfe_budget=10 | --steps= |
          --trajectory_steps=1 | --day6_args=steps=3
+  day 9: --p_uncond=0 | --dataset=cifar10 | --unet.num_classes=0 | --ws=1,-2 | --per_class=1 | --min_accuracy=0
   evaluate: no arguments | a missing file | an empty .npz | a truncated .npz | an .npz of zero samples |
          an .npz of 3 samples | float .npy with a NaN | float .npy with an inf | an empty .npy |
          a .npy under an .npz name | an .npz under a .npy name | --out FOLDER | --out FILE/scores.json |
@@ -160,6 +161,12 @@ DAY_CASES = [
     (7, ["--steps="], "--steps=: choose one or more step counts"),
     (7, ["--trajectory_steps=1"], "--trajectory_steps=1: choose at least 2 steps"),
     (7, ["--day6_args=steps=3"], "--day6_args=steps=3: write day 6's options as --key=value"),
+    (9, ["--p_uncond=0"], "--p_uncond=0.0: choose a share in (0, 1), e.g. 0.15: the model must see both"),
+    (9, ["--dataset=cifar10"], "--dataset=cifar10: guidance is measured by a class evaluator: choose one of mnist"),
+    (9, ["--unet.num_classes=0"], "--unet.num_classes=0: choose 10: the datasets' classes"),
+    (9, ["--ws=1,-2"], "--ws=1.0,-2.0: choose weights >= 0, e.g. 0,1,3"),
+    (9, ["--per_class=1"], "--per_class=1: choose 2 or more per class"),
+    (9, ["--min_accuracy=0"], "--min_accuracy=0.0: choose a share in (0, 1], e.g. 0.97"),
 ]
 
 

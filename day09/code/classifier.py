@@ -80,7 +80,7 @@ def classifier_guided(denoise, classifier: nn.Module, scale: float, path: Affine
         pair = denoise(xt, t, **cond)
         with torch.enable_grad():                                          # samplers run under no_grad
             x = xt.detach().requires_grad_(True)
-            log_p = classifier(x, torch.as_tensor(t).to(xt.device)).float().log_softmax(1)
+            log_p = classifier(x, torch.as_tensor(t).to(xt.device)).to(xt.dtype).log_softmax(1)
             (grad,) = torch.autograd.grad(log_p.gather(1, y[:, None]).sum(), x)
         alpha, sigma = path.alpha_sigma(t, xt)
         eps = pair.eps - scale * sigma * grad.to(xt.dtype)

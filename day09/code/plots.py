@@ -7,7 +7,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def plot_tradeoff(cfg_sweep: dict, cg_sweep: dict, final: dict, path) -> None:
+def plot_tradeoff(cfg_sweep: dict, cg_sweep: dict, path) -> None:
     """FID (as a multiple of the real-data floor) against class accuracy, one point per guidance weight:
     classifier-free (w) and classifier guidance (s) on the same axes, real test images at (accuracy, 1)."""
     fig, ax = plt.subplots(figsize=(5.5, 4))
@@ -22,10 +22,8 @@ def plot_tradeoff(cfg_sweep: dict, cg_sweep: dict, final: dict, path) -> None:
             ax.annotate(f"{r[key]:g}", (a, f), textcoords="offset points", xytext=(4, 4), fontsize=8)
     real = next(iter(cfg_sweep.values()))["real_accuracy"]
     ax.plot([real], [1], "k*", ms=10, label="real test images")
-    ax.plot([final["class_accuracy"]], [final["fid_ratio"]], "r^", ms=9,
-            label=f"recommended w = {final['w']:g}, n = {final['n']}")
     ax.set(xlabel="class accuracy (evaluator's label = requested)", ylabel="FID / floor", yscale="log",
-           title=f"guidance trade-off (n = {next(iter(cfg_sweep.values()))['n']} per point)")
+           title=f"guidance trade-off (n = {next(iter(cfg_sweep.values()))['n']} per point, same noise)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=100, bbox_inches="tight")

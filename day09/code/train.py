@@ -50,12 +50,14 @@ class Config(TrainConfig):
     n_steps: int = 1000
     p_uncond: float = 0.15           # share of training labels replaced by the null token (paper: 0.1–0.2)
     unet: UNetConfig = field(default_factory=lambda: UNetConfig(num_classes=CLASSES))
-    ws: tuple[float, ...] = (0, 0.5, 1, 2, 3, 5, 8)        # guidance weights swept (w = 1: the conditional model)
-    cg_scales: tuple[float, ...] = (1, 2, 3, 5, 8)         # classifier-guidance scales s swept, same sampler
+    ws: tuple[float, ...] = (0, 0.5, 1, 1.25, 1.5, 2, 3, 5, 8)  # guidance weights swept (w = 1: conditional)
+    cg_scales: tuple[float, ...] = (1, 8, 64)              # classifier-guidance scales s swept
     classifier: TrainConfig = field(default_factory=lambda: TrainConfig(steps=600, sample_every=0, ema_decay=0.99))
     classifier_net: NoisyClassifierConfig = field(default_factory=NoisyClassifierConfig)
     sample_steps: int = 50           # ancestral steps of every sample (day 10: DDPM beats DDIM on this model)
-    per_class_sweep: int = 30        # samples per class at each swept w (or s)
+    cg_steps: int = 100              # classifier guidance's steps: one U-Net call each, where classifier-free
+                                     # guidance makes two (one doubled batch), so both do equal U-Net work
+    per_class_sweep: int = 25        # samples per class at each swept w (or s)
     per_class: int = 100             # samples per class at the recommended w: results/samples.npz
     min_accuracy: float = 0.97       # the recommended w: the lowest FID among the weights at least this accurate
     batch: int = 250                 # sampling batch (guidance doubles it inside the network)
@@ -81,6 +83,7 @@ class Config(TrainConfig):
         require(min(self.cg_scales, default=0) >= 0, "cg_scales", "choose scales >= 0, e.g. 1,3 (or none)")
         require(min(self.toy_ws, default=0) >= 0, "toy_ws", "choose weights >= 0, e.g. 1,3")
         require(1 <= self.sample_steps <= self.n_steps, "sample_steps", f"choose 1..n_steps={self.n_steps}")
+        require(1 <= self.cg_steps <= self.n_steps, "cg_steps", f"choose 1..n_steps={self.n_steps}")
         require(self.per_class_sweep >= 2, "per_class_sweep", "choose 2 or more per class (a class's spread needs two)")
         require(self.per_class >= 2, "per_class", "choose 2 or more per class (a class's spread needs two)")
         require(0 < self.min_accuracy <= 1, "min_accuracy", "choose a share in (0, 1], e.g. 0.97")
@@ -90,7 +93,8 @@ class Config(TrainConfig):
 
 PRESETS = {
     "smoke": Config(steps=30, batch_size=32, unet=UNetConfig(channels=16, n_res=1, num_classes=CLASSES), warmup=5,
-                    sample_every=15, ckpt_every=15, log_every=5, sample_steps=10, ws=(0, 1, 3), cg_scales=(3,),
+                    sample_every=15, ckpt_every=15, log_every=5, sample_steps=10, cg_steps=20, ws=(0, 1, 3),
+                    cg_scales=(3,),
                     classifier=TrainConfig(steps=20, batch_size=32, warmup=5, sample_every=0, log_every=5),
                     classifier_net=NoisyClassifierConfig(channels=8), per_class_sweep=2, per_class=2,
                     toy_ws=(1, 3), toy_n=500, toy_steps=20),
@@ -99,8 +103,8 @@ PRESETS = {
     "gpu": Config(steps=40_000, batch_size=256, lr=2e-4, warmup=1000, ema_decay=0.9999,
                   unet=UNetConfig(channels=64, attn_res=(7, 14), num_classes=CLASSES), sample_every=5000,
                   ckpt_every=2000, classifier=TrainConfig(steps=5000, batch_size=256, sample_every=0),
-                  classifier_net=NoisyClassifierConfig(channels=32), sample_steps=250, per_class_sweep=100,
-                  per_class=1000, toy_n=50_000, toy_steps=1000),
+                  classifier_net=NoisyClassifierConfig(channels=32), sample_steps=250, cg_steps=500,
+                  per_class_sweep=100, per_class=1000, toy_n=50_000, toy_steps=1000),
 }
 
 
@@ -126,10 +130,10 @@ def build(cfg: Config):
 
 # --- sampling and measuring ------------------------------------------------------------------------------
 
-def draw(denoise, x1, labels, cfg: Config, path, device, seed: int) -> tuple[torch.Tensor, float]:
+def draw(denoise, x1, labels, cfg: Config, path, device, seed: int, steps: int) -> tuple[torch.Tensor, float]:
     """Ancestral samples (x̂0 clipped to [-1, 1] after guidance) from the noise x1 for `labels`; s per sample."""
     start = time.time()
-    x = sample_batched(ddpm, clipped(denoise, path), x1, uniform_grid(path, cfg.sample_steps), path=path,
+    x = sample_batched(ddpm, clipped(denoise, path), x1, uniform_grid(path, steps), path=path,
                        device=device, batch=cfg.batch, bf16=cfg.bf16, generator=torch.Generator().manual_seed(seed),
                        cond={"y": labels})
     return x, (time.time() - start) / len(x1)
@@ -164,6 +168,19 @@ class Measure:
                 "ink_ratio": round(quantize(x).add(1).div(2).mean().item() / self.real_ink, 4)}
 
 
+@torch.no_grad()
+def noisy_accuracy(classifier, path, test, device, n: int = 1000) -> dict:
+    """The noise-aware classifier's accuracy on n held-out images noised to t = 0.1, 0.3, ..., 0.9."""
+    x0, y, g = test.x[:n], test.y[:n], torch.Generator().manual_seed(0)
+    accuracy = {}
+    for t in (0.1, 0.3, 0.5, 0.7, 0.9):
+        alpha, sigma = path.alpha_sigma(t, x0)
+        xt = alpha * x0 + sigma * torch.randn(x0.shape, generator=g)
+        logits = classifier(xt.to(device), torch.full((len(x0),), t, device=device)).cpu()
+        accuracy[f"{t:.1f}"] = round((logits.argmax(1) == y).float().mean().item(), 4)
+    return accuracy
+
+
 def misclassified(x: torch.Tensor, labels: torch.Tensor, evaluator) -> torch.Tensor:
     """(N,) bool: the evaluator's label is not the requested one (framed in red in the galleries)."""
     return evaluator.probs(quantize(x)).argmax(1) != labels
@@ -190,7 +207,7 @@ def main(argv=None):
 
     def progress(ema, step):
         x1 = torch.randn(len(grid_labels), *data.x.shape[1:], generator=torch.Generator().manual_seed(0))
-        x, _ = draw(denoiser(ema, cfg.prediction, path), x1, grid_labels, cfg, path, run.device, seed=0)
+        x, _ = draw(denoiser(ema, cfg.prediction, path), x1, grid_labels, cfg, path, run.device, 0, cfg.sample_steps)
         save_grid(x, run.out / "progress" / f"step_{step:06d}.png", nrow=8)
 
     # --- train: the conditional U-Net (label dropout), then the noise-aware classifier of classifier guidance
@@ -214,20 +231,24 @@ def main(argv=None):
     base = denoiser(ema, cfg.prediction, path)
     sweep, guided_sweep, shown = {}, {}, {}
     for w in cfg.ws:
-        x, seconds = draw(guided(base, w, CLASSES), x1, labels, cfg, path, run.device, cfg.seed + 1)
+        x, seconds = draw(guided(base, w, CLASSES), x1, labels, cfg, path, run.device, cfg.seed + 1,
+                          cfg.sample_steps)
         row = sweep[f"w={w:g}"] = {"w": w, "paper_w": w - 1, "seconds_per_sample": round(seconds, 4),
                                    **measure(x, labels)}
         shown[w] = x
         print(f"w={w:g}: class accuracy {row['class_accuracy']:.1%}, FID {row['fid_ratio']:.1f}× floor")
     for s in cfg.cg_scales:
-        x, seconds = draw(classifier_guided(base, clf_ema, s, path), x1, labels, cfg, path, run.device, cfg.seed + 1)
-        guided_sweep[f"s={s:g}"] = {"s": s, "seconds_per_sample": round(seconds, 4), **measure(x, labels)}
+        x, seconds = draw(classifier_guided(base, clf_ema, s, path), x1, labels, cfg, path, run.device, cfg.seed + 1,
+                          cfg.cg_steps)
+        guided_sweep[f"s={s:g}"] = {"s": s, "steps": cfg.cg_steps, "seconds_per_sample": round(seconds, 4),
+                                    **measure(x, labels)}
 
     # --- 100 samples per class at the recommended w (fresh noise): results/samples.npz
     w_best = recommend(sweep, cfg.min_accuracy)
     final_labels = torch.arange(CLASSES).repeat_interleave(cfg.per_class)
     x1_final = torch.randn(len(final_labels), *data.x.shape[1:], generator=torch.Generator().manual_seed(cfg.seed + 2))
-    samples, seconds = draw(guided(base, w_best, CLASSES), x1_final, final_labels, cfg, path, run.device, cfg.seed + 3)
+    samples, seconds = draw(guided(base, w_best, CLASSES), x1_final, final_labels, cfg, path, run.device, cfg.seed + 3,
+                            cfg.sample_steps)
     final = {"w": w_best, "paper_w": w_best - 1, "seconds_per_sample": round(seconds, 4),
              **measure(samples, final_labels)}
 
@@ -242,13 +263,14 @@ def main(argv=None):
     first = [torch.nonzero(labels == c).flatten()[0].item() for c in range(CLASSES)]
     panel([[shown[w][i] for w in cfg.ws] for i in first], out / "same_noise.png",
           row_labels=[str(c) for c in range(CLASSES)], col_labels=[f"w={w:g}" for w in cfg.ws])
-    plot_tradeoff(sweep, guided_sweep, final, out / "tradeoff.png")
+    plot_tradeoff(sweep, guided_sweep, out / "tradeoff.png")
     plot_diversity(sweep, guided_sweep, out / "diversity.png")
     plot_loss_csv(unet_run.out / "train_log.csv", out / "loss.png", title=f"training loss ({cfg.prediction} target)")
     metrics = {
         "params": count_params(model), "classifier_params": count_params(clf),
         "train_seconds": round(unet_run.train_seconds, 1), "classifier_train_seconds": round(clf_run.train_seconds, 1),
         "sample_steps": cfg.sample_steps, "null_token": CLASSES,
+        "classifier_accuracy_per_t": noisy_accuracy(clf_ema, path, test, run.device),
         "recommended": final, "cfg_sweep": sweep, "classifier_guidance_sweep": guided_sweep, "toy": toy,
         "aims": {"recommended_w": w_best, "class_accuracy>=0.97": final["class_accuracy"] >= 0.97,
                  "fid<=2.5*floor": final["fid_ratio"] <= 2.5},
