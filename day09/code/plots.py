@@ -40,7 +40,9 @@ def plot_diversity(cfg_sweep: dict, cg_sweep: dict, path) -> None:
             if rows:
                 ax.plot([r[weight] for r in rows.values()], [r[key] for r in rows.values()], style, label=name)
         ax.axhline(1, color="grey", ls=":", label="real test images")
-        ax.set(xlabel="guidance weight", title=title)
+        ax.set_xscale("symlog", linthresh=1)                  # w in 0..8 and s up to 64 on one axis
+        ax.set_xlim(left=-0.3)
+        ax.set(xlabel="guidance weight (linear below 1, log above)", title=title)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
