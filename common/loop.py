@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
@@ -54,6 +55,7 @@ def fit(model: nn.Module, loss_fn: Callable, x: Tensor, y: Tensor | None, cfg: T
     rank, world = rank_world()
     if cfg.batch_size % world:
         raise UserError(f"batch_size={cfg.batch_size} must be divisible by the {world} processes")
+    check_data_fits(model, x, run.dataset)
     model.to(run.device)
     ema = EMA(model, cfg.ema_decay)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
@@ -71,6 +73,9 @@ def fit(model: nn.Module, loss_fn: Callable, x: Tensor, y: Tensor | None, cfg: T
         x0 = x[idx].to(run.device)
         yb = y[idx].to(run.device) if y is not None else None
         loss, grad_norm = train_step(net, model, opt, loss_fn, x0, yb, step, cfg, run)
+        if world > 1:  # every process logs and NaN-checks the global batch's loss, not its own share's
+            dist.all_reduce(loss)
+            loss /= world
         if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
             raise diverged(step, ckpt_path)
         ema.update(model)
@@ -91,6 +96,24 @@ def fit(model: nn.Module, loss_fn: Callable, x: Tensor, y: Tensor | None, cfg: T
             if keeping:
                 save_checkpoint(run.out / f"checkpoint_step{step + 1:06d}.pt", ckpt)
     return model, ema.model
+
+
+# The network config fields that fix the input's shape, and the data dimension each must equal.
+INPUT_FIELDS = {"in_channels": 1, "image_size": 2, "dim": 1}
+
+
+def check_data_fits(model: nn.Module, x: Tensor, dataset: str) -> None:
+    """Refuse data the network cannot take (CIFAR-10's 3 x 32 x 32 images into a 1-channel 28 x 28 U-Net)
+    before the first step, in one line that names the config values to set."""
+    cfg = getattr(model, "cfg", None)
+    fix = {key: x.shape[dim] for key, dim in INPUT_FIELDS.items()
+           if hasattr(cfg, key) and x.dim() > dim and getattr(cfg, key) != x.shape[dim]}
+    if fix:
+        shape = " x ".join(map(str, x.shape[1:]))
+        have = ", ".join(f"{key}={getattr(cfg, key)}" for key in fix)
+        want = " ".join(f"{key}={value}" for key, value in fix.items())
+        raise UserError(f"the {dataset} data are {shape} but the network has {have}: set {want} in its config "
+                        f"(e.g. --unet.{' --unet.'.join(f'{k}={v}' for k, v in fix.items())})")
 
 
 def train_step(net, model, opt, loss_fn, x0, y, step, cfg, run) -> tuple[Tensor, Tensor]:

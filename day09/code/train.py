@@ -57,7 +57,7 @@ class Config(TrainConfig):
     sample_steps: int = 50           # ancestral steps of every sample (day 10: DDPM beats DDIM on this model)
     cg_steps: int = 100              # classifier guidance's steps: one U-Net call each, where classifier-free
                                      # guidance makes two (one doubled batch), so both do equal U-Net work
-    per_class_sweep: int = 25        # samples per class at each swept w (or s)
+    per_class_sweep: int = 20        # samples per class at each swept w (or s)
     per_class: int = 100             # samples per class at the recommended w: results/samples.npz
     min_accuracy: float = 0.97       # the recommended w: the lowest FID among the weights at least this accurate
     batch: int = 250                 # sampling batch (guidance doubles it inside the network)
