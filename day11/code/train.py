@@ -47,13 +47,15 @@ class Config(TrainConfig):
     prediction: str = "v"
     schedule: str = "cosine"
     n_steps: int = 1000
-    ae: AutoencoderConfig = field(default_factory=AutoencoderConfig)
-    ae_train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=1500, sample_every=0, ema_decay=0.99))
+    ae: AutoencoderConfig = field(default_factory=lambda: AutoencoderConfig(channels=16))
+    ae_train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=1200, sample_every=0, ema_decay=0.99))
     kl_weight: float = 1e-4           # β, per latent number, against the mean per-pixel L1 error
     unet: UNetConfig = field(default_factory=lambda: UNetConfig(in_channels=4, image_size=7, channels=32,
-                                                                mults=(1, 2), attn_res=(7,)))
-    pixel_unet: UNetConfig = field(default_factory=lambda: UNetConfig(channels=16, n_res=1))
-    pixel_train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=1000, sample_every=0))
+                                                                mults=(1, 2), attn_res=()))
+    pixel_unet: UNetConfig = field(default_factory=lambda: UNetConfig(channels=16, n_res=1))  # day 6's cpu U-Net
+    # day 6's recipe on pixels, its steps chosen so that it trains about as long as autoencoder + latent U-Net
+    pixel_train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=1350, warmup=100, ema_decay=0.995,
+                                                                         sample_every=0))
     sample_steps: int = 50            # ancestral steps, the same for both models
     n_samples: int = 1000
     batch: int = 250
@@ -81,7 +83,7 @@ PRESETS = {
                     unet=UNetConfig(in_channels=4, image_size=7, channels=16, n_res=1, mults=(1, 2), attn_res=()),
                     pixel_train=TrainConfig(steps=20, batch_size=32, warmup=5, sample_every=0, log_every=5),
                     sample_steps=10, n_samples=32),
-    "cpu": Config(steps=3000, batch_size=128, lr=2e-3, warmup=100, ema_decay=0.995, sample_every=0, ckpt_every=500),
+    "cpu": Config(steps=1500, batch_size=256, lr=2e-3, warmup=100, ema_decay=0.995, sample_every=0, ckpt_every=500),
     "gpu": Config(steps=40_000, batch_size=256, lr=2e-4, warmup=1000, ema_decay=0.9999, sample_every=0,
                   ae=AutoencoderConfig(channels=64), ae_train=TrainConfig(steps=20_000, batch_size=256, sample_every=0),
                   unet=UNetConfig(in_channels=4, image_size=7, channels=64, mults=(1, 2), attn_res=(7,)),
