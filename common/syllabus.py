@@ -85,6 +85,8 @@ HEADLINES = {
     8: lambda m: f"best schedule ({m['best']}): " + times_floor(_at(m["summary"], schedule=m["best"])),
     9: lambda m: "w = {w:g}: {class_accuracy:.1%} class accuracy, ".format(**m["recommended"])
     + times_floor(m["recommended"]),
+    11: lambda m: "latent model: " + times_floor(m["latent"])
+    + ", {:.1f}× the pixel model's training images/s".format(m["aims"]["latent_over_pixel_train_images_per_s"]),
 }
 
 
