@@ -29,6 +29,7 @@ Inputs tried (day: arguments):
   day 7: --variances=posterior,ddim | --npz=posterior-30 | --nfe_budget=10 | --steps= |
          --trajectory_steps=1 | --day6_args=steps=3
   day 9: --p_uncond=0 | --dataset=cifar10 | --unet.num_classes=0 | --ws=1,-2 | --per_class=1 | --min_accuracy=0
+  day 11: --kl_weight=-1 | --ae.latent_channels=8 | --ae.factor=3 | --dataset=mnist5k
   evaluate: no arguments | a missing file | an empty .npz | a truncated .npz | an .npz of zero samples |
          an .npz of 3 samples | float .npy with a NaN | float .npy with an inf | an empty .npy |
          a .npy under an .npz name | an .npz under a .npy name | --out FOLDER | --out FILE/scores.json |
@@ -167,6 +168,10 @@ DAY_CASES = [
     (9, ["--ws=1,-2"], "--ws=1.0,-2.0: choose weights >= 0, e.g. 0,1,3"),
     (9, ["--per_class=1"], "--per_class=1: choose 2 or more per class"),
     (9, ["--min_accuracy=0"], "--min_accuracy=0.0: choose a share in (0, 1], e.g. 0.97"),
+    (11, ["--kl_weight=-1"], "--kl_weight=-1.0: choose 0 (no KL term) or a small positive weight, e.g. 1e-4"),
+    (11, ["--ae.latent_channels=8"], "--unet.in_channels=4: choose ae.latent_channels=8: the latent U-Net diffuses"),
+    (11, ["--ae.factor=3"], "--ae.factor=3: choose a power of 2: 1, 2, 4"),
+    (11, ["--dataset=mnist5k"], "--dataset=mnist5k: choose one of"),
 ]
 
 
