@@ -126,16 +126,19 @@ def thresholded(denoise: Callable[..., Pair], path: AffinePath, percentile: floa
     return denoise_thresholded
 
 
-def guided(denoise: Callable[..., Pair], w: float, null: int):
-    """Classifier-free guidance (Ho & Salimans 2022): ε̃ = ε_∅ + w (ε_c − ε_∅) for class labels `y`.
+def guided(denoise: Callable[..., Pair], w: float, null: int | Tensor):
+    """Classifier-free guidance (Ho & Salimans 2022): ε̃ = ε_∅ + w (ε_c − ε_∅) for conditions `y`.
 
-    w = 0 is the unconditional model, w = 1 the conditional one; the paper's guidance strength is w − 1
-    (its ε̃ = (1 + w') ε_c − w' ε_∅). Both branches run in one batched forward pass. The combination is
-    linear, so applying it to x̂0 and ε̂ alike gives the same x̂0 as applying it to any one prediction.
+    `y` holds class labels (B,) and `null` the "no class" label, or `y` holds tokenized captions (B, L) and
+    `null` the empty caption's tokens (L,). w = 0 is the unconditional model, w = 1 the conditional one; the
+    paper's guidance strength is w − 1 (its ε̃ = (1 + w') ε_c − w' ε_∅). Both branches run in one batched
+    forward pass. The combination is linear, so applying it to x̂0 and ε̂ alike gives the same x̂0 as
+    applying it to any one prediction.
     """
     def denoise_guided(xt, t, *, y, **cond):
         t = torch.as_tensor(t).expand(len(xt)) if torch.as_tensor(t).dim() == 0 else torch.as_tensor(t)
-        both = denoise(torch.cat([xt, xt]), torch.cat([t, t]), y=torch.cat([y, torch.full_like(y, null)]), **cond)
+        y_null = torch.as_tensor(null, dtype=y.dtype, device=y.device).expand_as(y)
+        both = denoise(torch.cat([xt, xt]), torch.cat([t, t]), y=torch.cat([y, y_null]), **cond)
         (x0_c, x0_u), (eps_c, eps_u) = both.x0.chunk(2), both.eps.chunk(2)
         return Pair(torch.lerp(x0_u, x0_c, w), torch.lerp(eps_u, eps_c, w))  # u + w (c − u), exact at w = 0 and 1
     return denoise_guided

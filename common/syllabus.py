@@ -87,6 +87,9 @@ HEADLINES = {
     + times_floor(m["recommended"]),
     11: lambda m: "latent model: " + times_floor(m["latent"])
     + ", {:.1f}× the pixel model's training images/s".format(m["aims"]["latent_over_pixel_train_images_per_s"]),
+    12: lambda m: "w = {w:g}: attributes ≥ {seen:.0%} right on seen captions, ≥ {held:.0%} on held-out ones".format(
+        w=m["best"]["w"], seen=m["best"]["seen"]["min_attribute_accuracy"],
+        held=m["best"]["held_out"]["min_attribute_accuracy"]),
 }
 
 

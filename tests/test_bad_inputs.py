@@ -30,6 +30,8 @@ Inputs tried (day: arguments):
          --trajectory_steps=1 | --day6_args=steps=3
   day 9: --p_uncond=0 | --dataset=cifar10 | --unet.num_classes=0 | --ws=1,-2 | --per_class=1 | --min_accuracy=0
   day 11: --kl_weight=-1 | --ae.latent_channels=8 | --ae.factor=3 | --dataset=mnist5k
+  day 12: --p_uncond=1 | --model.unet.context_dim=32 | --model.text.vocab_size=40 | --model.text.length=8 |
+         --model.text.heads=5 | --model.unet.in_channels=1 | --ws=1,-2 | --n_final=1 | --dataset=coco
   evaluate: no arguments | a missing file | an empty .npz | a truncated .npz | an .npz of zero samples |
          an .npz of 3 samples | float .npy with a NaN | float .npy with an inf | an empty .npy |
          a .npy under an .npz name | an .npz under a .npy name | --out FOLDER | --out FILE/scores.json |
@@ -172,6 +174,16 @@ DAY_CASES = [
     (11, ["--ae.latent_channels=8"], "--unet.in_channels=4: choose ae.latent_channels=8: the latent U-Net diffuses"),
     (11, ["--ae.factor=3"], "--ae.factor=3: choose a power of 2: 1, 2, 4"),
     (11, ["--dataset=mnist5k"], "--dataset=mnist5k: choose one of"),
+    (12, ["--p_uncond=1"], "--p_uncond=1.0: choose a share in (0, 1), e.g. 0.1: the model must see both"),
+    (12, ["--model.unet.context_dim=32"], "--model.unet.context_dim=32: choose the text encoder's width "
+                                          "model.text.dim=64"),
+    (12, ["--model.text.vocab_size=40"], "--model.text.vocab_size=40: choose 46: the grammar's words"),
+    (12, ["--model.text.length=8"], "--model.text.length=8: choose 15 or more: the longest caption has 14 words"),
+    (12, ["--model.text.heads=5"], "--model.text.heads=5: choose a divisor of model.text.dim=64"),
+    (12, ["--model.unet.in_channels=1"], "--model.unet.in_channels=1: keep 3: the scenes are RGB images"),
+    (12, ["--ws=1,-2"], "--ws=1.0,-2.0: choose weights >= 0, e.g. 1,3"),
+    (12, ["--n_final=1"], "--n_final=1: choose 2 or more captions"),
+    (12, ["--dataset=coco"], "unknown"),
 ]
 
 

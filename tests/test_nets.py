@@ -10,6 +10,8 @@ from common.checkpoint import build_model, describe
 from common.nets import (
     MODELS,
     Attention,
+    Context,
+    CrossAttention,
     Downsample,
     ResBlock,
     Sequential2,
@@ -186,8 +188,93 @@ def test_registered_models_rebuild_from_a_checkpoint_with_nested_and_tuple_field
 def test_a_checkpoint_from_before_the_new_fields_still_rebuilds(one_thread):
     old = UNetConfig(channels=8, n_res=1)
     ckpt = {**as_checkpoint(seeded(OldUNet, old)), "model_class": "UNet"}  # the old class's name
-    for key in ("image_size", "out_channels", "cond_channels"):      # what an old checkpoint did not record
+    for key in ("image_size", "out_channels", "cond_channels", "context_dim"):  # what an old checkpoint lacked
         del ckpt["model_config"][key]
     rebuilt = build_model(ckpt)
     assert rebuilt.cfg == old
     assert all(torch.equal(a, b) for a, b in zip(rebuilt.state_dict().values(), ckpt["model"].values()))
+
+
+# --- cross-attention (Rombach et al. 2022, Eq. 3) ---------------------------------------------------------
+
+def live_cross_attention(channels: int = 8, context_dim: int = 6) -> CrossAttention:
+    """A CrossAttention whose zero-initialised output projection is made non-zero, so its output shows."""
+    torch.manual_seed(0)
+    layer = CrossAttention(channels, context_dim, heads=2).double()
+    with torch.no_grad():
+        layer.out.weight.normal_()
+        layer.out.bias.normal_()
+    return layer
+
+
+def test_cross_attention_with_one_key_is_the_same_linear_map_of_it_at_every_position(one_thread):
+    """softmax over one key is 1: every position receives W_O (W_V k + b_V) + b_O, whatever its query."""
+    layer = live_cross_attention()
+    x = torch.randn(2, 8, 5, 5, dtype=torch.float64)
+    k = torch.randn(2, 1, 6, dtype=torch.float64)
+    with torch.no_grad():
+        added = layer(x, context=Context(k, torch.ones(2, 1, dtype=torch.bool))) - x        # (B, C, H, W)
+        w_v, b_v = layer.kv.weight[8:], layer.kv.bias[8:]                                  # the V half
+        expected = (k[:, 0] @ w_v.T + b_v) @ layer.out.weight[:, :, 0, 0].T + layer.out.bias   # (B, C)
+    torch.testing.assert_close(added, expected[:, :, None, None].expand_as(added), rtol=1e-10, atol=1e-10)
+
+
+def test_cross_attention_ignores_padding_whatever_it_holds(one_thread):
+    layer = live_cross_attention()
+    x = torch.randn(3, 8, 4, 4, dtype=torch.float64)
+    tokens = torch.randn(3, 4, 6, dtype=torch.float64)
+    lengths = torch.tensor([1, 3, 4])
+    mask = torch.arange(4)[None] < lengths[:, None]                                         # (B, L)
+    padded = torch.cat([tokens, 1e3 * torch.randn(3, 5, 6, dtype=torch.float64)], dim=1)  # 5 pad tokens
+    padded_mask = torch.cat([mask, torch.zeros(3, 5, dtype=torch.bool)], dim=1)
+    with torch.no_grad():
+        short = layer(x, context=Context(tokens, mask))
+        long = layer(x, context=Context(padded, padded_mask))
+        each = torch.cat([layer(x[i:i + 1], context=Context(tokens[i:i + 1, :n], mask[i:i + 1, :n]))
+                          for i, n in enumerate(lengths.tolist())])                          # no padding at all
+        probs = layer.probabilities(x, Context(padded, padded_mask))
+    torch.testing.assert_close(long, short, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(short, each, rtol=1e-10, atol=1e-10)
+    assert probs.shape == (3, 2, 16, 9)
+    assert torch.all(probs[..., 4:] == 0)                                                  # no weight on padding
+    torch.testing.assert_close(probs.sum(-1), torch.ones(3, 2, 16, dtype=torch.float64))
+
+
+def test_cross_attention_output_is_its_probabilities_times_the_values(one_thread):
+    """The fused F.scaled_dot_product_attention path against softmax(QKᵀ/√d) V written out."""
+    layer = live_cross_attention()
+    x, tokens = torch.randn(2, 8, 3, 3, dtype=torch.float64), torch.randn(2, 5, 6, dtype=torch.float64)
+    context = Context(tokens, torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool))
+    with torch.no_grad():
+        v = layer.kv(tokens)[..., 8:].reshape(2, 5, 2, 4).transpose(1, 2)                  # (B, heads, L, hs)
+        y = layer.probabilities(x, context) @ v                                             # (B, heads, HW, hs)
+        expected = x + layer.out(y.transpose(-1, -2).reshape(2, 8, 3, 3))
+        torch.testing.assert_close(layer(x, context=context), expected, rtol=1e-10, atol=1e-10)
+
+
+def test_a_unet_with_cross_attention_and_no_context_is_the_unet_without_it(one_thread):
+    """context=None skips the cross-attention layers: the remaining weights compute what a U-Net built without
+    them computes; given a context, the output changes."""
+    shape = dict(in_channels=3, channels=8, mults=(1, 2), n_res=1, attn_res=(4,), image_size=8)
+    texted = seeded(UNet, UNetConfig(context_dim=6, **shape))
+    plain_unet = UNet(UNetConfig(**shape))
+    cross = [name + "." for name, m in texted.named_modules() if isinstance(m, CrossAttention)]
+    assert len(cross) == 4                                                     # down 1, mid 1, up 2 at side 4
+    shared = [p for name, p in texted.named_parameters() if not name.startswith(tuple(cross))]
+    assert [p.shape for p in shared] == [p.shape for p in plain_unet.parameters()]  # the same network, in order
+    with torch.no_grad():
+        for mine, theirs in zip(plain_unet.parameters(), shared):
+            mine.copy_(theirs)
+    with torch.no_grad():
+        for model in (texted, plain_unet):
+            model.head[-1].weight.fill_(0.01)
+        for m in texted.modules():
+            if isinstance(m, CrossAttention):
+                m.out.weight.normal_()
+    x, t = torch.randn(2, 3, 8, 8), torch.rand(2)
+    context = Context(torch.randn(2, 3, 6), torch.ones(2, 3, dtype=torch.bool))
+    with torch.no_grad():
+        assert torch.equal(texted(x, t), plain_unet(x, t))
+        assert not torch.allclose(texted(x, t, context=context), texted(x, t))
+    with pytest.raises(ValueError, match="context_dim=6"):
+        texted(x, t, context=Context(torch.randn(2, 3, 5), torch.ones(2, 3, dtype=torch.bool)))

@@ -62,23 +62,23 @@ def test_a_run_into_its_days_results_then_the_table_check_passes(tmp_path):
 
 
 def test_refresh_row_rewrites_only_a_days_own_results_row(tmp_path):
-    table = render(tmp_path, f"# Title\n\n{BEGIN}\n{END}\n\n| 12 | not the table |\n")
-    ticked = table.replace(day_row(table, 12), day_row(table, 12).replace("[ ]", "[x]"), 1)
+    table = render(tmp_path, f"# Title\n\n{BEGIN}\n{END}\n\n| 30 | not the table |\n")
+    ticked = table.replace(day_row(table, 30), day_row(table, 30).replace("[ ]", "[x]"), 1)
     (tmp_path / "README.md").write_text(ticked)
-    results = tmp_path / "day12" / "results"
+    results = tmp_path / "day30" / "results"
     results.mkdir(parents=True)
     (results / "metrics.json").write_text(json.dumps(
         {"preset": "cpu", "wall_time_s": 90.0, "fid": 0.3, "fid_floor": 0.06, "n": 500, "confident_frac": 0.8}))
 
-    for elsewhere in (tmp_path / "day12" / "other", tmp_path / "results", tmp_path / "day99" / "results"):
+    for elsewhere in (tmp_path / "day30" / "other", tmp_path / "results", tmp_path / "day99" / "results"):
         elsewhere.mkdir(parents=True)
         refresh_row(elsewhere)
         assert (tmp_path / "README.md").read_text() == ticked, elsewhere
 
     refresh_row(results)
     text = (tmp_path / "README.md").read_text()
-    assert day_row(text, 12).endswith("| implemented | 1.5 min | FID 5.0× floor (n=500), 80% confident | [x] |")
-    assert text.endswith("| 12 | not the table |\n")          # a look-alike line outside the markers is left alone
+    assert day_row(text, 30).endswith("| implemented | 1.5 min | FID 5.0× floor (n=500), 80% confident | [x] |")
+    assert text.endswith("| 30 | not the table |\n")          # a look-alike line outside the markers is left alone
     assert text == render(tmp_path, text)                      # the same as regenerating the whole table
 
 
