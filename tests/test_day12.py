@@ -188,17 +188,24 @@ def test_guidance_with_a_null_caption_runs_both_branches_in_one_pass(one_thread)
 
 # --- attention maps ---------------------------------------------------------------------------------------
 
-def test_phrase_positions_and_the_own_half_share():
+def test_phrase_positions_and_the_own_object_share():
     caption = "there is a big golden box above a small blue triangle"
     assert maps.phrase_positions(caption) == ([4, 5, 6], [9, 10, 11])             # +1 for <start>
     assert maps.phrase_positions("a big red circle left of a tiny blue dot") == ([2, 3, 4], [8, 9, 10])
     scene = S.Scene((S.Thing("yellow", "square", "large"), S.Thing("blue", "triangle", "small")), "above")
-    m = torch.zeros(1, 16, 8, 8)
-    m[0, 4:7, :4] = 1                                                             # first thing's words: top
-    m[0, 9:12, 4:] = 1                                                            # second's: bottom
-    assert maps.own_half_share(m, [scene], [caption]) == 1.0
-    assert maps.own_half_share(m.flip(2), [scene], [caption]) == 0.0
-    assert maps.own_half_share(torch.ones(1, 16, 8, 8), [scene], [caption]) == 0.5
+    image = -torch.ones(1, 3, 32, 32)
+    image[0, :, 4:12, 12:20] = 1                                                  # a thing at the top
+    image[0, :, 22:26, 14:18] = 1                                                 # a smaller one at the bottom
+    m = torch.full((1, 16, 8, 8), 0.01)
+    m[0, 4:7, 1:3, 3:5] = 0.5                                                     # first thing's words: on it
+    m[0, 9:12, 5:7, 3:5] = 0.5                                                    # second's: on the other
+    m[0, 9:12, :, 0] = 5.0                                                        # (and on dark cells: ignored)
+    assert maps.own_object_share(m, image, [scene], [caption]) == pytest.approx(0.98, abs=0.01)
+    assert maps.own_object_share(m.flip(2), image, [scene], [caption]) == pytest.approx(0.02, abs=0.01)
+    assert maps.own_object_share(torch.ones(1, 16, 8, 8), image, [scene], [caption]) == 0.5
+    assert maps.own_object_share(m, -torch.ones(1, 3, 32, 32), [scene], [caption]) is None   # nothing drawn
+    first, second = maps.halves(S.Scene(scene.things, "right of"), 8)            # the first-named on the right
+    assert first[:, 4:].all() and not first[:, :4].any() and torch.equal(second, ~first)
 
 
 def test_attention_maps_are_distributions_over_the_caption(one_thread):
@@ -228,7 +235,27 @@ def test_smoke_run(tmp_path):
     for split in ("seen", "held_out"):
         assert m["best"][split]["n"] == cfg.n_final
         assert {"count_accuracy", "colour_accuracy", "relation_accuracy", "all_accuracy"} <= set(m["best"][split])
-    assert 0 <= m["attention"]["own_half_share"] <= 1
+    share = m["attention"]["own_object_share"]
+    assert share is None or 0 <= share <= 1
     for name in ("samples_seen.png", "samples_held_out.png", "failures_seen.png", "same_noise.png",
                  "attention.png", "cfg_sweep.png", "loss.png"):
         assert (out / name).is_file(), name
+
+
+def test_the_conditioning_gap_is_zero_for_a_model_that_ignores_the_caption_and_exact_for_an_oracle():
+    """Images that are a constant set by their caption's first word: an x0-predicting oracle that reads the
+    caption is exact with the right caption, so Δ(t) is the mean squared difference between the constants of
+    an image's caption and of the caption it is paired with instead (the batch rolled by one), at every t."""
+    from common.paths import DiscreteVP
+    path = DiscreteVP.named("cosine", 1000)
+    tokens = torch.tensor([[1, 3 + k % 5, 0] for k in range(40)])
+    level = (tokens[:, 1:2].float() - 5) / 4                                      # (N, 1) in [-0.5, 0.5]
+    x0 = level[:, :, None, None].expand(40, 3, 4, 4).clone()
+
+    def oracle(x, t, y):
+        return ((y[:, 1:2].float() - 5) / 4)[:, :, None, None].expand_as(x)
+    gap = train.conditioning_gap(oracle, path, x0, tokens, "x0", "cpu", bf16=False, ts=(0.1, 0.5, 0.9))
+    want = (level.roll(1, 0) - level).pow(2).mean().item()
+    assert want > 0 and all(abs(g - want) < 1e-5 for g in gap.values()), (gap, want)
+    blind = train.conditioning_gap(lambda x, t, y: 0.3 * x, path, x0, tokens, "x0", "cpu", bf16=False, ts=(0.5,))
+    assert blind == {"0.50": 0.0}

@@ -33,7 +33,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
 from plots import plot_gallery
 from real_data import SPLITS, FrozenCLIPText, load_coco_captions
 from text import TextToImage, TextToImageConfig, Tokenizer
@@ -236,10 +235,7 @@ def clip_side(cfg: Config, clip: FrozenCLIPText) -> TextSide:
 
 def main(argv=None):
     cfg, args = parse_args(PRESETS, DAY / "results" / "coco", __doc__.splitlines()[0], argv)
-    # as in train.py: plain matrix products for attention on a CPU, the fused kernels on a GPU
-    with sdpa_kernel([SDPBackend.MATH] if args.device == "cpu" or not torch.cuda.is_available() else
-                     [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):
-        experiment(cfg, args)
+    experiment(cfg, args)
 
 
 def experiment(cfg: Config, args) -> None:

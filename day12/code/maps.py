@@ -5,14 +5,17 @@ caption's tokens; read per token, they are a map of where in the image that word
 `attention_maps` records them with forward hooks (the sampler is untouched) and averages over heads, over the
 layers at one resolution and over the sampling steps.
 
-`own_half_share` turns the maps into one number for two-thing captions: the share of each object word's
-attention that falls in the half of the image where the caption puts its thing (0.5: no idea where it goes).
+`own_object_share` turns the maps into one number for two-thing captions: each object word's mean attention on
+the drawn thing the caption gives it, against its mean attention on the other drawn thing, as a share (0.5: the
+word looks at both alike; 1: only at its own). The things are found in the generated image itself: its lit pixels
+(the background is black), split into the two halves along the caption's axis.
 
 Reference: Hertz et al. 2022, "Prompt-to-Prompt Image Editing with Cross Attention Control" (arXiv:2208.01626).
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from scenes import Scene
 
 from common.nets import CrossAttention
@@ -48,21 +51,32 @@ def phrase_positions(caption: str) -> tuple[list[int], list[int]]:
     return [first + 1 + k for k in range(3)], [len(words) - 3 + 1 + k for k in range(3)]
 
 
-def own_half_share(maps: torch.Tensor, scenes: list[Scene], captions: list[str]) -> float:
-    """Mean share of an object word's attention inside its thing's half of the image (two-thing captions)."""
-    shares = []
+def halves(scene: Scene, side: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(side, side) bool masks of the halves where the caption puts its first- and second-named thing."""
+    low = torch.zeros(side, side, dtype=torch.bool)                       # left, or top
+    if scene.relation in ("left of", "right of"):
+        low[:, : side // 2] = True
+    else:
+        low[: side // 2] = True
+    return (low, ~low) if scene.relation in ("left of", "above") else (~low, low)
+
+
+def own_object_share(maps: torch.Tensor, images: torch.Tensor, scenes: list[Scene],
+                     captions: list[str]) -> float | None:
+    """Mean over two-thing captions and their object words of a / (a + b): a the word's mean attention over the
+    lit pixels in its thing's half, b over the lit pixels in the other half (images whose half is dark skipped)."""
     side = maps.shape[-1]
-    for m, scene, text in zip(maps, scenes, captions):
+    lit = F.avg_pool2d((images.amax(1, keepdim=True) > -0.5).float(), images.shape[-1] // side)[:, 0]  # (B, s, s)
+    shares = []
+    for m, light, scene, text in zip(maps, lit, scenes, captions):
         if len(scene.things) != 2:
             continue
-        axis = 0 if scene.relation in ("left of", "right of") else 1
-        first_is_low = scene.relation in ("left of", "above")              # the first-named thing left / on top
-        low = torch.zeros(side, side, dtype=torch.bool)
-        if axis == 0:
-            low[:, : side // 2] = True
-        else:
-            low[: side // 2] = True
-        for positions, half in zip(phrase_positions(text), (low, ~low) if first_is_low else (~low, low)):
+        own_half, other_half = halves(scene, side)
+        for positions, own, other in zip(phrase_positions(text), (own_half, other_half), (other_half, own_half)):
+            w_own, w_other = light * own, light * other                    # lit share of each cell, per half
+            if w_own.sum() == 0 or w_other.sum() == 0:
+                continue
             for p in positions:
-                shares.append((m[p][half].sum() / m[p].sum()).item())
-    return sum(shares) / len(shares) if shares else float("nan")
+                a, b = (m[p] * w_own).sum() / w_own.sum(), (m[p] * w_other).sum() / w_other.sum()
+                shares.append((a / (a + b)).item())
+    return sum(shares) / len(shares) if shares else None                  # None: no two lit halves anywhere

@@ -79,7 +79,8 @@ def plot_same_noise(rows: list[list[torch.Tensor]], captions: list[str], ws, pat
 
 
 def plot_attention(images: torch.Tensor, maps: torch.Tensor, tokens: torch.Tensor, tokenizer, path) -> None:
-    """Per row: a sample, then each word's attention map (mean over heads, layers, steps) over the image."""
+    """Per row: a sample, then each word's attention map (mean over heads, layers, steps) over the image, on one
+    colour scale per row (0 to the row's largest weight)."""
     words = [tokenizer.decode(row) for row in tokens]
     ncol = 1 + max(len(w) for w in words)
     fig, axes = plt.subplots(len(images), ncol, figsize=(0.95 * ncol, 1.05 * len(images)), squeeze=False)
@@ -89,11 +90,12 @@ def plot_attention(images: torch.Tensor, maps: torch.Tensor, tokens: torch.Tenso
         _show(axes[r, 0], image)
         axes[r, 0].set_axis_on()
         up = F.interpolate(m[None], size=image.shape[-2:], mode="bilinear", align_corners=False)[0]  # (L, H, W)
+        top = up[1:len(ws) + 1].max().item()                 # one colour scale per row: words compare honestly
         gray = to_uint8(image).float().mean(0).numpy()
         for k, word in enumerate(ws):
             ax = axes[r, k + 1]
             ax.imshow(gray, cmap="gray", vmin=0, vmax=255)
-            ax.imshow(up[k + 1].numpy(), cmap="inferno", alpha=0.65)             # token k + 1 (0 is <start>)
+            ax.imshow(up[k + 1].numpy(), cmap="inferno", alpha=0.65, vmin=0, vmax=top)   # token k + 1 (0: <start>)
             ax.set_title(word, fontsize=7)
     _save(fig, path)
 

@@ -132,8 +132,8 @@ class FrozenCLIPText(nn.Module):
     """A pretrained CLIP text transformer read from a local folder, frozen: `encode` maps captions to the
     context (B, L, D) and padding mask (B, L) that cross-attention consumes; `dim` is D.
 
-    Hold it beside the trained network rather than inside it, so its weights stay out of checkpoints; as it never
-    changes, a dataset's captions can be encoded once."""
+    It never changes: a network that holds one (coco.py's ClipTextToImage) keeps its weights out of checkpoints,
+    and a dataset's captions could be encoded once."""
 
     def __init__(self, path):
         super().__init__()
