@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from conftest import HANG_TIMEOUT
+from conftest import HANG_TIMEOUT, load_day
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "day06" / "code" / "train.py"
@@ -48,17 +48,29 @@ def test_command_line_mistakes_are_one_line_errors(tmp_path):
 ABLATION = ROOT / "day06" / "code" / "ablation.py"
 
 
-def test_ablation_runs_variants_through_train_py_and_tabulates_them(tmp_path):
-    subprocess.run([sys.executable, str(ABLATION), "--preset", "smoke", "--only", "preset,min_snr", "--jobs", "1",
-                    "--steps", "30", "--out", str(tmp_path)],     # one training at a time: CI has two cores
+def test_ablation_runs_a_variant_through_train_py_and_tabulates_it(tmp_path):
+    # one variant: what it checks (the variant's overrides reach train.py, its row is that run's metrics) needs
+    # no second one, and each costs a smoke training and scoring (~35 s on two cores)
+    subprocess.run([sys.executable, str(ABLATION), "--preset", "smoke", "--only", "min_snr", "--jobs", "1",
+                    "--steps", "30", "--out", str(tmp_path)],
                    cwd=ROOT, capture_output=True, text=True, timeout=HANG_TIMEOUT, check=True)
     rows = {r["variant"]: r for r in json.loads((tmp_path / "ablation.json").read_text())}
-    assert set(rows) == {"preset", "min_snr"} and not any(r.get("failed") for r in rows.values())
+    assert set(rows) == {"min_snr"} and not rows["min_snr"].get("failed")
     trained = json.loads((tmp_path / "min_snr" / "metrics.json").read_text())
     assert trained["config"]["min_snr_gamma"] == 5 and trained["preset"] == "smoke"
     assert rows["min_snr"]["fid"] == trained["fid"]
     table = (tmp_path / "ablation.md").read_text()
-    assert table.count("\n") == 4 and "| min_snr | Min-SNR-5 loss weights |" in table
+    assert table.count("\n") == 3 and "| min_snr | Min-SNR-5 loss weights |" in table
+
+
+def test_the_ablation_table_puts_the_best_fid_first_and_failures_last():
+    ablation = load_day(6, "ablation")
+    row = {"change": "c", "steps": 1, "images_seen": 1, "fid_ci95": [0, 1], "confident_frac": 0.5,
+           "class_entropy": 2.0, "precision": 0.5, "recall": 0.5}
+    lines = ablation.table([{**row, "variant": "worse", "fid": 0.9}, {"variant": "broken", "failed": True},
+                            {**row, "variant": "better", "fid": 0.2}]).splitlines()
+    assert [line.split(" | ")[0] for line in lines[2:]] == ["| better", "| worse", "| broken"]
+    assert lines[-1] == "| broken | failed | | | | | | | |"
 
 
 def test_ablation_names_unknown_variants_in_one_line(tmp_path):

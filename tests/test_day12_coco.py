@@ -9,8 +9,8 @@ import sys
 import pytest
 import torch
 from conftest import ROOT, load_day
-from test_day12_real import CAPTIONS, tiny_bpe, write_coco
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from test_day12_real import CAPTIONS, save_tiny_clip, write_coco
+from transformers import CLIPTextModel, CLIPTokenizer
 
 from common.checkpoint import build_model, load_checkpoint
 from common.config import cli
@@ -43,18 +43,7 @@ def coco_root(tmp_path_factory):
 @pytest.fixture(scope="module")
 def clip_folder(tmp_path_factory):
     """A tiny CLIP text model (width 32) and its BPE tokenizer, saved as save_pretrained saves them."""
-    vocab, merges = tiny_bpe()
-    bpe = tmp_path_factory.mktemp("bpe")
-    (bpe / "vocab.json").write_text(json.dumps(vocab))
-    (bpe / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    config = CLIPTextConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                            num_attention_heads=2, max_position_embeddings=77, bos_token_id=0, eos_token_id=1,
-                            pad_token_id=1)
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("clip")
-    CLIPTextModel(config).save_pretrained(folder)
-    CLIPTokenizer.from_pretrained(str(bpe), local_files_only=True).save_pretrained(folder)
-    return folder
+    return save_tiny_clip(tmp_path_factory)[0]
 
 
 @pytest.fixture(scope="module")

@@ -171,6 +171,10 @@ def tiny_bpe() -> tuple[dict[str, int], list[str]]:
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
+    return save_tiny_clip(tmp_path_factory)
+
+
+def save_tiny_clip(tmp_path_factory):
     """A folder holding a tiny CLIP text model and its tokenizer (save_pretrained), and the model and vocabulary."""
     vocab, merges = tiny_bpe()
     bpe = tmp_path_factory.mktemp("bpe")
