@@ -31,6 +31,10 @@ def load_script(path: Path, name: str | None = None):
 def load_day(day: int, *names: str):
     """The modules `names` of dayNN/code/, loaded with load_script (e.g. load_day(4, "forward", "train"))."""
     code = ROOT / f"day{day:02d}" / "code"
+    for own in code.glob("*.py"):  # another day's neighbour of the same bare name (day 9's and day 12's plots.py)
+        module = sys.modules.get(own.stem)
+        if module is not None and Path(getattr(module, "__file__", None) or "/").parent != code:
+            sys.modules.pop(own.stem)
     loaded = [load_script(code / f"{name}.py") for name in names]
     for name in names:  # bare names that neighbours imported must not leak into other days' tests
         sys.modules.pop(name, None)
