@@ -29,7 +29,7 @@ Inputs tried (day: arguments):
   day 7: --variances=posterior,ddim | --npz=posterior-30 | --nfe_budget=10 | --steps= |
          --trajectory_steps=1 | --day6_args=steps=3
   day 9: --p_uncond=0 | --dataset=cifar10 | --unet.num_classes=0 | --ws=1,-2 | --per_class=1 | --min_accuracy=0
-  day 11: --kl_weight=-1 | --ae.latent_channels=8 | --ae.factor=3 | --dataset=mnist5k
+  day 11: --kl_weight=-1 | --ae.latent_channels=8 | --ae.factor=3 | --ae.factor=2 | --dataset=mnist5k
   day 12: --p_uncond=1 | --model.unet.context_dim=32 | --model.text.vocab_size=40 | --model.text.length=8 |
          --model.text.heads=5 | --model.unet.in_channels=1 | --ws=1,-2 | --n_final=1 | --dataset=coco
   evaluate: no arguments | a missing file | an empty .npz | a truncated .npz | an .npz of zero samples |
@@ -173,6 +173,7 @@ DAY_CASES = [
     (11, ["--kl_weight=-1"], "--kl_weight=-1.0: choose 0 (no KL term) or a small positive weight, e.g. 1e-4"),
     (11, ["--ae.latent_channels=8"], "--unet.in_channels=4: choose ae.latent_channels=8: the latent U-Net diffuses"),
     (11, ["--ae.factor=3"], "--ae.factor=3: choose a power of 2: 1, 2, 4"),
+    (11, ["--ae.factor=2"], "--unet.image_size=7: choose 14: the latents of mnist at ae.factor=2 are 14×14"),
     (11, ["--dataset=mnist5k"], "--dataset=mnist5k: choose one of"),
     (12, ["--p_uncond=1"], "--p_uncond=1.0: choose a share in (0, 1), e.g. 0.1: the model must see both"),
     (12, ["--model.unet.context_dim=32"], "--model.unet.context_dim=32: choose the text encoder's width "

@@ -72,6 +72,9 @@ class Config(TrainConfig):
         require(self.kl_weight >= 0, "kl_weight", "choose 0 (no KL term) or a small positive weight, e.g. 1e-4")
         require(self.unet.in_channels == self.ae.latent_channels, "unet.in_channels",
                 f"choose ae.latent_channels={self.ae.latent_channels}: the latent U-Net diffuses the latents")
+        side = -(-(32 if self.dataset == "cifar10" else 28) // self.ae.factor)   # each stride-2 stage: ceil(n / 2)
+        require(self.unet.image_size == side, "unet.image_size",
+                f"choose {side}: the latents of {self.dataset} at ae.factor={self.ae.factor} are {side}×{side}")
         require(1 <= self.sample_steps <= self.n_steps, "sample_steps", f"choose 1..n_steps={self.n_steps}")
         require(self.n_samples >= 4, "n_samples", "the evaluator scores 4 or more samples")
 
