@@ -235,10 +235,6 @@ def clip_side(cfg: Config, clip: FrozenCLIPText) -> TextSide:
 
 def main(argv=None):
     cfg, args = parse_args(PRESETS, DAY / "results" / "coco", __doc__.splitlines()[0], argv)
-    experiment(cfg, args)
-
-
-def experiment(cfg: Config, args) -> None:
     start = time.time()
     clip = FrozenCLIPText(cfg.clip) if cfg.clip else None       # first: a wrong folder fails before the data load
     x, captions = load_coco_captions(cfg.coco_root, cfg.split, cfg.model.unet.image_size, cfg.limit)

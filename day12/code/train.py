@@ -156,10 +156,6 @@ def conditioning_gap(model, path, x0: torch.Tensor, tokens: torch.Tensor, predic
 
 def main(argv=None):
     cfg, args = parse_args(PRESETS, DAY / "results", __doc__.splitlines()[0], argv)
-    experiment(cfg, args)
-
-
-def experiment(cfg: Config, args) -> None:
     start = time.time()
     tokenizer = Tokenizer(vocabulary(), cfg.model.text.length)
     train = make_scenes(cfg.n_train, cfg.seed, held_out=False)
