@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -87,6 +88,36 @@ class Run:
             dist.barrier()  # every process looks before rank 0 writes this part's (or the last one's) checkpoint
         started = (out / "checkpoint.pt").is_file() or not any(self.out.glob("*/checkpoint.pt"))
         return replace(self, out=out, resume=self.resume and started)
+
+
+# --- an earlier day's model --------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def earlier_checkpoint(day: int, results: str, run: Run, device: str, data_dir: str | None,
+                       extra: tuple[str, ...] = (), file: str = "checkpoint.pt", by: str = "this day") -> Path:
+    """The checkpoint `file` of day `day`'s run in ROOT/`results` ("": a run of our own in OUT/dayNN); when it
+    is missing, run that day's train.py once (a subprocess, same preset, `extra` options) to make it. With
+    --resume, a run of our own that a kill left unfinished is finished with that day's --resume."""
+    folder = ROOT / results if results else run.out / f"day{day:02d}"
+    path = folder / file
+    unfinished = False
+    if run.resume and not results and path.is_file():
+        from common.checkpoint import load_checkpoint  # here: checkpoint builds on nets, which run does not need
+
+        ckpt = load_checkpoint(path)
+        unfinished = ckpt["step"] < ckpt["config"]["steps"]
+    if not path.is_file() or unfinished:
+        print(f"{'an unfinished' if unfinished else 'no'} day {day} checkpoint at {path}: running day {day}'s "
+              f"train.py --preset {run.preset}{' --resume' if unfinished else ''} to make it")
+        script = ROOT / f"day{day:02d}" / "code" / "train.py"
+        cmd = [sys.executable, str(script), "--preset", run.preset, "--out", str(folder), "--device", device,
+               *(["--data-dir", data_dir] if data_dir else []), *extra, *(["--resume"] if unfinished else [])]
+        env = {**os.environ, "WORLD_SIZE": "1"}  # one process of its own, even when we run under torchrun
+        if subprocess.run(cmd, cwd=ROOT, env=env).returncode:
+            raise UserError(f"day {day}'s train.py failed (its output is above); fix that run, then rerun {by}")
+    return path
 
 
 # --- processes and devices ------------------------------------------------------------------------------

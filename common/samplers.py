@@ -40,7 +40,7 @@ def _predict(denoise: Denoiser, x: Tensor, t: Tensor, cond: dict) -> Pair:
     return denoise(x, as_t(t).expand(len(x)).to(x.device), **cond)
 
 
-def _noise(x: Tensor, generator: torch.Generator | None) -> Tensor:
+def noise_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
     """Standard normal noise like x, drawn on the CPU (the same numbers on every device)."""
     return torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
 
@@ -79,7 +79,7 @@ def ddpm_step(denoise: Denoiser, x: Tensor, t: Tensor, s: Tensor, *, path: Affin
     mean, var = posterior(path, _predict(denoise, x, t, cond).x0, x, t, s)
     if variance == "beta":  # the upper bound σ² = sigma²_{t|s} of §3.2
         var = transition(path, t, s)[3]
-    noise = _noise(x, generator)  # drawn at every step, also the last, so the stream does not depend on s
+    noise = noise_like(x, generator)  # drawn at every step, also the last, so the stream does not depend on s
     return mean + (var.sqrt().to(x) * noise if as_t(s) > 0 else 0)
 
 
@@ -93,7 +93,7 @@ def ddim_step(denoise: Denoiser, x: Tensor, t: Tensor, s: Tensor, *, path: Affin
     a_s, s_s, _, _ = transition(path, t, s)
     c2 = eta ** 2 * posterior_variance(path, t, s)
     x_s = a_s.to(x) * pred.x0 + (s_s ** 2 - c2).clamp(min=0).sqrt().to(x) * pred.eps
-    return x_s + c2.sqrt().to(x) * _noise(x, generator) if eta > 0 else x_s  # η = 0 draws no noise
+    return x_s + c2.sqrt().to(x) * noise_like(x, generator) if eta > 0 else x_s  # η = 0 draws no noise
 
 
 def euler_step(denoise: Denoiser, x: Tensor, t: Tensor, s: Tensor, *, path: AffinePath,

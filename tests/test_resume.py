@@ -144,16 +144,17 @@ def test_a_day_killed_inside_each_phase_resumes_to_the_uninterrupted_run(day, tm
 
 def test_day7_finishes_its_own_unfinished_day6_run_on_resume(tmp_path, monkeypatch):
     # day 7 trains through day 6's train.py (a subprocess) into OUT/day06; a kill there leaves it unfinished
-    day7 = load_day(7, "train")
+    import common.run
+
     with pytest.raises(Killed):
         three_models(tmp_path / "killed", kill_at=("a", 5))
     shutil.copytree(tmp_path / "killed" / "a", tmp_path / "out" / "day06")      # a checkpoint at step 3 of 8
     runs = [Run(tmp_path / "out", torch.device("cpu"), "smoke", "toy", resume) for resume in (False, True)]
     launched = []
-    monkeypatch.setattr(day7.subprocess, "run", lambda cmd, **kw: launched.append((cmd, kw["env"])) or
+    monkeypatch.setattr(common.run.subprocess, "run", lambda cmd, **kw: launched.append((cmd, kw["env"])) or
                         subprocess.CompletedProcess(cmd, 0))
     for run in runs:
-        day7.day6_checkpoint(day7.PRESETS["smoke"], run, "cpu", None)
+        common.run.earlier_checkpoint(6, "", run, "cpu", None, by="day 7")
     assert len(launched) == 1                                  # without --resume day 7 leaves it (and says so later)
     cmd, env = launched[0]
     assert cmd[-1] == "--resume" and str(tmp_path / "out" / "day06") in cmd and env["WORLD_SIZE"] == "1"

@@ -13,29 +13,25 @@ References:
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from common.checkpoint import load_checkpoint, load_ddpm
+from common.checkpoint import load_ddpm
 from common.config import UserError, cli, parse_args
 from common.evaluator import score_images
 from common.nets import count_params
 from common.paths import DiscreteVP, uniform_grid
 from common.plotting import panel, plot_curves, save_gif
-from common.run import Run, write_metrics
+from common.run import Run, earlier_checkpoint, write_metrics
 from common.samples import save_samples_npz
 from common.samplers import ddpm, sample_batched
 import matplotlib.pyplot as plt  # after common.plotting, which selects the file-only backend
 
 DAY = Path(__file__).resolve().parents[1]
 ROOT = DAY.parent
-DAY6_TRAIN = ROOT / "day06" / "code" / "train.py"
 SIGMA2 = {"posterior": r"$\tilde\beta$", "beta": r"$\beta$"}  # σ_t² of each variance choice (matplotlib mathtext)
 SCORES = ("fid", "fid_ci95", "fid_floor", "fid_floor_ci95", "fid_ratio", "confident_frac", "confident_frac_floor",
           "confident_ratio", "class_entropy", "precision", "recall")
@@ -89,28 +85,6 @@ PRESETS = {
     "gpu": Config(n_eval=10_000, nfe_budget=10_000_000, n_npz=10_000, batch=1000, n_trajectory=8,
                   checkpoint_steps=100),
 }
-
-
-# --- the model: day 6's checkpoint, made if missing ------------------------------------------------------
-
-def day6_checkpoint(cfg: Config, run: Run, device: str, data_dir: str | None) -> Path:
-    """Day 6's final checkpoint; when it is missing, run day 6's train.py once (a subprocess) to make it. With
-    --resume, a day 6 run of our own (OUT/day06) that a kill left unfinished is finished with day 6's --resume."""
-    folder = ROOT / cfg.day6_results if cfg.day6_results else run.out / "day06"
-    path = folder / "checkpoint.pt"
-    unfinished = False
-    if run.resume and not cfg.day6_results and path.is_file():
-        ckpt = load_checkpoint(path)
-        unfinished = ckpt["step"] < ckpt["config"]["steps"]
-    if not path.is_file() or unfinished:
-        print(f"{'an unfinished' if unfinished else 'no'} day 6 checkpoint at {path}: running day 6's train.py "
-              f"--preset {run.preset}{' --resume' if unfinished else ''} to make it")
-        cmd = [sys.executable, str(DAY6_TRAIN), "--preset", run.preset, "--out", str(folder), "--device", device,
-               *(["--data-dir", data_dir] if data_dir else []), *cfg.day6_args, *(["--resume"] if unfinished else [])]
-        env = {**os.environ, "WORLD_SIZE": "1"}  # one process of its own, even when day 7 runs under torchrun
-        if subprocess.run(cmd, cwd=ROOT, env=env).returncode:
-            raise UserError("day 6's train.py failed (its output is above); fix that run, then rerun day 7")
-    return path
 
 
 def kept_checkpoints(folder: Path) -> list[Path]:
@@ -241,7 +215,8 @@ def main(argv=None):
     if not run.is_main:  # nothing to train here: under torchrun, rank 0 alone does the work
         return
     run.out.mkdir(parents=True, exist_ok=True)
-    ckpt_path = day6_checkpoint(cfg, run, args.device, args.data_dir)
+    ckpt_path = earlier_checkpoint(6, cfg.day6_results, run, args.device, args.data_dir, cfg.day6_args,
+                                   by="day 7")
     model, denoise, path, ckpt = load_ddpm(ckpt_path, run.device)
     run.dataset = ckpt["dataset"]
     if cfg.npz not in [f"{v}-{k}" for v in cfg.variances for k in cfg.steps]:

@@ -14,9 +14,6 @@ References:
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +21,13 @@ from pathlib import Path
 import torch
 
 from common.checkpoint import load_ddpm
-from common.config import UserError, cli, parse_args
+from common.config import cli, parse_args
 from common.data import load_images
 from common.evaluator import evaluator_for, load_evaluator, score_images
 from common.nets import count_params
 from common.paths import quadratic_grid, uniform_grid
 from common.plotting import panel
-from common.run import Run, write_metrics
+from common.run import Run, earlier_checkpoint, write_metrics
 from common.samples import quantize, save_samples_npz
 from common.samplers import ddim, ddpm, sample_batched
 from common.syllabus import times_floor
@@ -38,7 +35,6 @@ import matplotlib.pyplot as plt  # after common.plotting, which selects the file
 
 DAY = Path(__file__).resolve().parents[1]
 ROOT = DAY.parent
-DAY6_TRAIN = ROOT / "day06" / "code" / "train.py"
 GRIDS = {"uniform": uniform_grid, "quadratic": quadratic_grid}
 SCORES = ("n", "fid", "fid_ci95", "fid_floor", "fid_floor_ci95", "fid_ratio", "confident_frac", "precision", "recall")
 NPZ = {"samples.npz": "ddim-uniform-eta0-20", "samples_ddim10.npz": "ddim-uniform-eta0-10",
@@ -93,22 +89,6 @@ PRESETS = {
     "cpu": Config(),
     "gpu": Config(n_eval=10_000, n_npz=10_000, ddpm_full=10_000, n_show=10, n_invert=1000, batch=1000),
 }
-
-
-# --- the model: day 6's checkpoint, made if missing ------------------------------------------------------
-
-def day6_checkpoint(cfg: Config, run: Run, device: str, data_dir: str | None) -> Path:
-    """Day 6's final checkpoint; when it is missing, run day 6's train.py once (a subprocess) to make it."""
-    folder = ROOT / cfg.day6_results if cfg.day6_results else run.out / "day06"
-    path = folder / "checkpoint.pt"
-    if not path.is_file():
-        print(f"no day 6 checkpoint at {path}: running day 6's train.py --preset {run.preset} to make it")
-        cmd = [sys.executable, str(DAY6_TRAIN), "--preset", run.preset, "--out", str(folder), "--device", device,
-               *(["--data-dir", data_dir] if data_dir else []), *cfg.day6_args]
-        env = {**os.environ, "WORLD_SIZE": "1"}
-        if subprocess.run(cmd, cwd=ROOT, env=env).returncode:
-            raise UserError("day 6's train.py failed (its output is above); fix that run, then rerun day 10")
-    return path
 
 
 # --- sampling and scoring -------------------------------------------------------------------------------------
@@ -238,7 +218,8 @@ def main(argv=None):
     run = Run.from_args(args, "mnist")
     if not run.is_main:  # nothing to train here: under torchrun, rank 0 alone does the work
         return
-    ckpt_path = day6_checkpoint(cfg, run, args.device, args.data_dir)
+    ckpt_path = earlier_checkpoint(6, cfg.day6_results, run, args.device, args.data_dir, cfg.day6_args,
+                                   by="day 10")
     model, denoise, path, ckpt = load_ddpm(ckpt_path, run.device)
     run.dataset = ckpt["dataset"]
     shape = (model.cfg.in_channels, model.cfg.image_size, model.cfg.image_size)    # what day 6 trained on
