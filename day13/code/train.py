@@ -41,6 +41,7 @@ from common.run import Run, earlier_checkpoint, write_metrics
 from common.samplers import ddpm, sample_batched
 
 DAY = Path(__file__).resolve().parents[1]
+ROOT = DAY.parent
 CLASSES = 10                        # day 9's labels; CLASSES itself is its null token ∅
 REALISM = ("n", "fid", "fid_ci95", "fid_floor", "fid_ratio", "confident_frac", "confident_frac_floor",
            "confident_ratio")
@@ -115,8 +116,8 @@ def models(cfg: Config, run: Run, args):
     if c6["dataset"] != c9["dataset"] or path.alpha_bar.shape != path9.alpha_bar.shape:
         raise UserError(f"day 6's model ({c6['dataset']}) and day 9's ({c9['dataset']}) were trained on different "
                         "data or schedules; point day6_results and day9_results at runs of the same dataset")
-    about = {name: {"checkpoint": str(p), "step": c["step"], "preset": c["preset"],
-                    **{k: c["config"][k] for k in ("prediction", "schedule", "n_steps")}}
+    about = {name: {"checkpoint": str(p.relative_to(ROOT) if p.is_relative_to(ROOT) else p), "step": c["step"],
+                    "preset": c["preset"], **{k: c["config"][k] for k in ("prediction", "schedule", "n_steps")}}
              for name, p, c in (("unconditional", p6, c6), ("conditional", p9, c9))}
     return uncond, guided(cond, cfg.w, CLASSES), path, c6["dataset"], about
 
