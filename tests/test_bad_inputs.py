@@ -32,6 +32,7 @@ Inputs tried (day: arguments):
   day 11: --kl_weight=-1 | --ae.latent_channels=8 | --ae.factor=3 | --ae.factor=2 | --dataset=mnist5k
   day 12: --p_uncond=1 | --model.unet.context_dim=32 | --model.text.vocab_size=40 | --model.text.length=8 |
          --model.text.heads=5 | --model.unet.in_channels=1 | --ws=1,-2 | --n_final=1 | --dataset=coco
+  day 13: --t0s=0,0.5 | --masks=half,circle | --jump=50 | --keep=0 | --k_diverse=1 | --day9_args=ws=1 | --w=-1
   evaluate: no arguments | a missing file | an empty .npz | a truncated .npz | an .npz of zero samples |
          an .npz of 3 samples | float .npy with a NaN | float .npy with an inf | an empty .npy |
          a .npy under an .npz name | an .npz under a .npy name | --out FOLDER | --out FILE/scores.json |
@@ -185,6 +186,13 @@ DAY_CASES = [
     (12, ["--ws=1,-2"], "--ws=1.0,-2.0: choose weights >= 0, e.g. 1,3"),
     (12, ["--n_final=1"], "--n_final=1: choose 2 or more captions"),
     (12, ["--dataset=coco"], "unknown"),
+    (13, ["--t0s=0,0.5"], "--t0s=0.0,0.5: choose times in (0, 1]"),
+    (13, ["--masks=half,circle"], "--masks=half,circle: choose some of half, centre, strokes"),
+    (13, ["--jump=50"], "--jump=50: choose 1 ≤ jump < inpaint_steps and repeats ≥ 1"),
+    (13, ["--keep=0"], "--keep=0.0: choose a share in (0, 1]"),
+    (13, ["--k_diverse=1"], "--k_diverse=1: choose 2 or more completions per input"),
+    (13, ["--day9_args=ws=1"], "--day9_args=ws=1: write the day's options as --key=value, separated by commas"),
+    (13, ["--w=-1"], "--w=-1.0: choose a guidance weight ≥ 0 (1: the conditional model)"),
 ]
 
 

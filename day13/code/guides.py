@@ -2,9 +2,9 @@
 masks of inpainting. Images are (N, 1, 28, 28) in [-1, 1] (−1 black background, +1 white ink), like the data.
 
 Strokes. Each digit is a few straight polylines on the unit square (TEMPLATES), drawn the way a person would sketch
-it with a mouse in a paint program: every vertex jittered, the whole drawing scaled, slanted and shifted, a thin
-hard-edged pen 1–1.5 px wide, corners sharp. Such a drawing is legible but looks nothing like pen on paper: what
-SDEdit has to turn into a handwritten digit.
+it with a mouse in a paint program: every vertex jittered, the whole drawing scaled, slanted and shifted, a
+hard-edged pen 2–3 px wide, corners sharp. Such a drawing is legible but looks nothing like pen on paper (no soft
+edges, no varying pressure, no curves): what SDEdit has to turn into a handwritten digit.
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def draw_digit(digit: int, rng: np.random.Generator) -> torch.Tensor:
     """One jittered stroke drawing of `digit` with a hard-edged pen.  (1, 28, 28) in {-1, 1}"""
     canvas = Image.new("L", (SIZE * SUPER, SIZE * SUPER), 0)
     pen, m = ImageDraw.Draw(canvas), _affine(rng)
-    width = round(rng.uniform(1.0, 1.5) * SUPER)
+    width = round(rng.uniform(2.0, 3.0) * SUPER)
     for line in TEMPLATES[digit]:
         pts = np.asarray(line) + rng.normal(0, 0.04, size=(len(line), 2))     # a hand's wobble, per vertex
         xy = pts @ m[:, :2].T + m[:, 2]                                          # (V, 2) canvas pixels

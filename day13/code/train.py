@@ -53,7 +53,7 @@ class Config:
     day9_results: str = "day09/results"  # day 9's (its class-conditional U-Net is unet/checkpoint.pt there)
     day6_args: tuple[str, ...] = ()      # extra --key=value for day 6's train.py when it has to run
     day9_args: tuple[str, ...] = ()      # ... and for day 9's
-    t0s: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)  # SDEdit's starting times (t0 = 0 is added)
+    t0s: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0)  # SDEdit's starting times (t0 = 0 is added)
     full_steps: int = 50                 # ancestral steps from t = 1; an edit from t0 takes round(t0 · full_steps)
     n_edit: int = 300                    # inputs of each kind of edit
     w: float = 3.0                       # guidance weight of the class change (w = 1: day 9's conditional model)
