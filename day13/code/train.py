@@ -14,6 +14,8 @@ read from its self-describing checkpoint; a missing one is made first by running
    plain grid, replacement at RePaint's number of network calls, and RePaint's walk (`jump`, `repeats`). Measured:
    the evaluator's label of the completion against the original's, the seam across the mask border against the
    original's, realism, and the diversity of several completions of one input.
+3. The same two methods completing a 2-D point's missing coordinate with an exact mixture denoiser (toy.py),
+   against the exact conditional law.
 
 References: Meng et al. 2022 (SDEdit, arXiv:2108.01073); Lugmayr et al. 2022 (RePaint, arXiv:2201.09865);
 Ho & Salimans 2022 (classifier-free guidance, arXiv:2207.12598).
@@ -30,6 +32,7 @@ from figures import plot_frontier, save_edits, save_inpaintings
 from guides import MASKS, corrupt, strokes
 from img2img import inpaint, network_calls, resampling_walk, sdedit
 from measures import diversity, faithfulness, labels, rmse, seam_ratio, share
+from toy import run_toy
 
 from common.checkpoint import load_ddpm
 from common.config import UserError, cli, parse_args
@@ -64,6 +67,8 @@ class Config:
     inpaint_steps: int = 50              # the plain grid of replacement and of RePaint's walk
     jump: int = 5                        # RePaint: steps climbed back at each resampling ...
     repeats: int = 5                     # ... and passes over each stretch (1: replacement alone)
+    toy_n: int = 20_000                  # 2-D points completed by each method against the exact conditional
+    toy_repeats: int = 20                # RePaint's repeats in 2-D (steps and jump as above)
     n_diverse: int = 8                   # inputs completed k_diverse times each, for diversity
     k_diverse: int = 6
     n_show: int = 6                      # rows of the figures
@@ -86,6 +91,7 @@ class Config:
         require(min(self.n_edit, self.n_inpaint) >= MIN_SCORED, "n_edit", f"score {MIN_SCORED} or more images")
         require(self.repeats >= 1 and 1 <= self.jump < self.inpaint_steps, "jump",
                 "choose 1 ≤ jump < inpaint_steps and repeats ≥ 1")
+        require(self.toy_n >= 2 and self.toy_repeats >= 1, "toy_n", "choose 2 or more points and repeats ≥ 1")
         for key in ("full_steps", "n_diverse", "n_show", "batch"):
             require(getattr(self, key) >= 1, key, "choose 1 or more")
         require(self.k_diverse >= 2, "k_diverse", "choose 2 or more completions per input")
@@ -96,7 +102,8 @@ PRESETS = {
                     day9_args=("--ws=0,1", "--cg_scales=1", "--per_class_sweep=2", "--per_class=2",
                                "--toy_n=200", "--toy_steps=5", "--sample_steps=5"),
                     t0s=(0.5, 1.0), full_steps=4, n_edit=8, masks=("half", "strokes"), n_inpaint=6,
-                    inpaint_steps=6, jump=2, repeats=2, n_diverse=2, k_diverse=2, n_show=2, batch=8),
+                    inpaint_steps=6, jump=2, repeats=2, toy_n=200, toy_repeats=2, n_diverse=2, k_diverse=2,
+                    n_show=2, batch=8),
     "cpu": Config(),
     "gpu": Config(n_edit=2000, n_inpaint=2000, full_steps=100, inpaint_steps=250, jump=10, repeats=10,
                   n_diverse=32, k_diverse=10, batch=1000),
@@ -254,9 +261,12 @@ def main(argv=None):
 
     edits = sdedit_experiments(uncond, cond, path, x, y, cfg, run)
     fills = inpainting(uncond, path, x, cfg, run)
+    toy = run_toy(cfg.inpaint_steps, cfg.jump, cfg.toy_repeats, cfg.toy_n, cfg.seed, run.out / "toy_conditional.png")
+    print(f"2-D: KS distance to the exact conditional {toy['ks_replace']} (replace), {toy['ks_repaint']} (RePaint); "
+          f"exact draws < {toy['ks_noise_99']} at 99%")
 
     strokes_t0 = edits["strokes"]["chosen_t0"]
-    metrics = {"models": about, "sdedit": edits, "inpainting": fills,
+    metrics = {"models": about, "sdedit": edits, "inpainting": fills, "toy_2d": toy,
                "repaint_walk": {"steps": cfg.inpaint_steps, "jump": cfg.jump, "repeats": cfg.repeats}}
     write_metrics(run.out, metrics, cfg, run, time.time() - start)
     print(f"strokes: chosen t0 = {strokes_t0}; results in {run.out}")
