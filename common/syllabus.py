@@ -90,7 +90,19 @@ HEADLINES = {
     12: lambda m: "w = {w:g}: attributes ≥ {seen:.0%} right on seen captions, ≥ {held:.0%} on held-out ones".format(
         w=m["best"]["w"], seen=m["best"]["seen"]["min_attribute_accuracy"],
         held=m["best"]["held_out"]["min_attribute_accuracy"]),
+    13: lambda m: _day13(m["sdedit"]["strokes"], m["inpainting"]["half"]),
 }
+
+
+def _day13(strokes: dict, half: dict) -> str:
+    """Day 13: SDEdit of stroke drawings at the chosen t0, and how often each method keeps a half-hidden digit."""
+    def times(v: float) -> str:
+        return f"{v:.{1 if v < 10 else 0}f}×"
+
+    before, after = strokes["rows"][0], _at(strokes["rows"], t0=strokes["chosen_t0"])
+    return (f"SDEdit strokes (t0 = {after['t0']:g}): FID {times(before['fid_ratio'])} → {times(after['fid_ratio'])} "
+            f"floor, {after['intended_class']:.0%} read as drawn; half mask: RePaint keeps "
+            f"{half['repaint']['label_kept']:.1%} of digits, replacement {half['replace']['label_kept']:.1%}")
 
 
 NO_HEADLINE = "no headline in this run's metrics.json"

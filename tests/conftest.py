@@ -1,5 +1,6 @@
 """Helpers shared by the test files: loading a day's scripts, and one torch thread for small tensors."""
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
@@ -52,3 +53,27 @@ def one_thread():
 
 # A subprocess limit that catches a hang, never a slow machine: CI may share its two cores with other work.
 HANG_TIMEOUT = 1800
+
+
+def smoke_run(day: int, out: Path, *args: str) -> subprocess.CompletedProcess:
+    """`python dayNN/code/train.py --preset smoke --out OUT ARGS`, from the repository root, output captured."""
+    return subprocess.run([sys.executable, f"day{day:02d}/code/train.py", "--preset", "smoke", "--out", str(out),
+                           *args], cwd=ROOT, capture_output=True, text=True, timeout=HANG_TIMEOUT)
+
+
+@pytest.fixture(scope="session")
+def day6_smoke(tmp_path_factory) -> Path:
+    """One smoke run of day 6 for the whole session: its own test checks it, later days load its checkpoint."""
+    out = tmp_path_factory.mktemp("day06_smoke")
+    result = smoke_run(6, out)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return out
+
+
+@pytest.fixture(scope="session")
+def day9_smoke(tmp_path_factory) -> Path:
+    """One smoke run of day 9 for the whole session (its class-conditional U-Net is unet/checkpoint.pt)."""
+    out = tmp_path_factory.mktemp("day09_smoke")
+    result = smoke_run(9, out)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return out

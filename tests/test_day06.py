@@ -16,21 +16,21 @@ def run(*args, check=True):
                           timeout=HANG_TIMEOUT, check=check)
 
 
-def test_smoke_run_trains_samples_and_scores(tmp_path):
-    run("--preset", "smoke", "--out", str(tmp_path))
-    m = json.loads((tmp_path / "metrics.json").read_text())
+def test_smoke_run_trains_samples_and_scores(day6_smoke):
+    out = day6_smoke  # the session's day 6 smoke run (conftest), which later days' tests also load
+    m = json.loads((out / "metrics.json").read_text())
     assert m["preset"] == "smoke" and m["dataset"].startswith("mnist")
     for key in ("fid", "fid_floor", "fid_ci95", "confident_frac", "class_entropy", "nn_distance_samples_median",
                 "train_images_per_s", "sample_seconds_per_image", "loss_per_t", "criteria"):
         assert key in m, key
     assert np.isfinite(m["fid"]) and m["fid_ci95"][0] <= m["fid"] <= m["fid_ci95"][1]
-    arr = np.load(tmp_path / "samples.npz")["arr_0"]
+    arr = np.load(out / "samples.npz")["arr_0"]
     assert arr.shape == (m["config"]["n_samples"], 28, 28, 1) and arr.dtype == np.uint8
     for name in ("samples.png", "sampling.gif", "loss.png", "loss_per_t.png", "nearest_neighbours.png"):
-        assert (tmp_path / name).stat().st_size < 1_000_000, name
+        assert (out / name).stat().st_size < 1_000_000, name
     # a finished run resumes to the same end without training again
-    again = run("--preset", "smoke", "--out", str(tmp_path), "--resume")
-    assert json.loads((tmp_path / "metrics.json").read_text())["train_seconds"] >= m["train_seconds"]
+    again = run("--preset", "smoke", "--out", str(out), "--resume")
+    assert json.loads((out / "metrics.json").read_text())["train_seconds"] >= m["train_seconds"]
     assert again.returncode == 0
 
 

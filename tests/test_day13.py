@@ -1,18 +1,16 @@
 """Day 13: SDEdit at t0 = 0 returns its input and starts from a draw of q(x_t0 | x); inpainting keeps the known pixels
 exactly; RePaint's walk has the shape and cost of its schedule; with the exact mixture denoiser, RePaint's completion
 of a 2-D point's missing coordinate follows the exact conditional law, where replacement alone does not; the seam and
-diversity measures against hand-made cases; the guides are seeded; and the smoke run through the command line, which
-makes its own day 6 and day 9 checkpoints first."""
+diversity measures against hand-made cases; the guides are seeded; and the smoke run through the command line on the
+session's day 6 and day 9 smoke runs."""
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import HANG_TIMEOUT, load_day
+from conftest import load_day, smoke_run
 
 from common.nets import UNet, UNetConfig
 from common.paths import DiscreteVP, uniform_grid
@@ -152,18 +150,12 @@ def test_chosen_t0_is_the_most_realistic_that_keeps_the_meaning():
 
 # --- the run -------------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    out = tmp_path_factory.mktemp("day13")
-    result = subprocess.run([sys.executable, "day13/code/train.py", "--preset", "smoke", "--out", str(out)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=HANG_TIMEOUT)
+def test_smoke_run(tmp_path, day6_smoke, day9_smoke):
+    """On the session's day 6 and day 9 smoke runs (days 7 and 10 test that a missing checkpoint is made)."""
+    out = tmp_path / "out"
+    result = smoke_run(13, out, f"--day6_results={day6_smoke}", f"--day9_results={day9_smoke}")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    return out, result.stdout
-
-
-def test_smoke_run(smoke):
-    out, stdout = smoke
-    assert "no day 6 checkpoint" in stdout and "no day 9 checkpoint" in stdout
+    assert "checkpoint at" not in result.stdout                      # nothing had to be trained
     m = json.loads((out / "metrics.json").read_text())
     assert m["preset"] == "smoke" and m["models"]["conditional"]["preset"] == "smoke"
     for kind in ("strokes", "corrupted", "class_change"):
@@ -179,3 +171,12 @@ def test_smoke_run(smoke):
     for name in ("toy_conditional.png", "frontier.png", "sdedit_strokes.png", "sdedit_corrupted.png",
                  "sdedit_class_change.png", "inpaint_half.png", "inpaint_strokes.png"):
         assert (out / name).stat().st_size < 1_000_000, name
+
+
+def test_the_lessons_tables_are_the_committed_results():
+    """The README's tables are what tables.py prints from results/metrics.json, digit for digit."""
+    tables = load_day(13, "tables")
+    m = json.loads((ROOT / "day13" / "results" / "metrics.json").read_text())
+    readme = (ROOT / "day13" / "README.md").read_text()
+    assert tables.sdedit(m).strip() in readme
+    assert tables.inpainting(m) in readme
