@@ -39,6 +39,11 @@ def load_checkpoint(path: Path | str) -> dict:
     return ckpt
 
 
+def kept_checkpoints(folder: Path) -> list[Path]:
+    """checkpoint_step{N}.pt files a run kept along the way (TrainConfig.keep_every), in step order."""
+    return sorted(Path(folder).glob("checkpoint_step*.pt"), key=lambda p: int(p.stem.removeprefix("checkpoint_step")))
+
+
 def describe(model: nn.Module) -> dict:
     """What it takes to rebuild `model`: its registered class name and its config as plain data."""
     return {"model_class": type(model).__name__, "model_config": to_dict(model.cfg)}

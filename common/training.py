@@ -33,6 +33,8 @@ class TrainConfig:
     sample_every: int = 1000       # periodic sample grid (0: never)
     ckpt_every: int = 500
     keep_every: int = 0            # also keep checkpoint_step{N}.pt every N steps (0: never)
+    averages: tuple[str, ...] = () # more weight averages kept in the checkpoints (common.ema.AVERAGES), e.g.
+                                   # ema-0.9999, ema-0.9999-ramp, power-0.05 (σ_rel)
     seed: int = 0
 
     def check(self) -> None:
@@ -49,6 +51,11 @@ class TrainConfig:
         require(self.ckpt_every >= 1, "ckpt_every", "save a checkpoint every 1 or more steps")
         require(self.sample_every >= 0, "sample_every", "choose 0 (never) or a number of steps")
         require(self.keep_every >= 0, "keep_every", "choose 0 (never) or a number of steps")
+        from common.ema import parse_average  # here: common.ema builds on this module
+
+        for spec in self.averages:
+            parse_average(spec)
+        require(len(set(self.averages)) == len(self.averages), "averages", "name each average once")
 
 
 def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
@@ -65,16 +72,17 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 class EMA:
-    """Exponential moving average of weights, decay warmed up as min(decay, (1 + n) / (10 + n))."""
+    """Exponential moving average of weights, decay warmed up as min(decay, (1 + n) / (10 + n)) at the n-th update
+    (n from 0) unless ramp=False: without the ramp, the initial weights keep the share decay^n (common.ema)."""
 
-    def __init__(self, model: nn.Module, decay: float):
+    def __init__(self, model: nn.Module, decay: float, ramp: bool = True):
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
-        self.decay = decay
+        self.decay, self.ramp = decay, ramp
         self.updates = 0
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates)) if self.ramp else self.decay
         for ema_p, p in zip(self.model.parameters(), model.parameters()):
             ema_p.lerp_(p.detach(), 1 - d)
         for ema_b, b in zip(self.model.buffers(), model.buffers()):

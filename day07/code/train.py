@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from common.checkpoint import load_ddpm
+from common.checkpoint import kept_checkpoints, load_ddpm
 from common.config import UserError, cli, parse_args
 from common.evaluator import score_images
 from common.nets import count_params
@@ -85,11 +85,6 @@ PRESETS = {
     "gpu": Config(n_eval=10_000, nfe_budget=10_000_000, n_npz=10_000, batch=1000, n_trajectory=8,
                   checkpoint_steps=100),
 }
-
-
-def kept_checkpoints(folder: Path) -> list[Path]:
-    """checkpoint_step{N}.pt files that day 6 kept along its run (its `keep_every`), in step order."""
-    return sorted(folder.glob("checkpoint_step*.pt"), key=lambda p: int(p.stem.removeprefix("checkpoint_step")))
 
 
 # --- sampling ------------------------------------------------------------------------------------------------
