@@ -91,6 +91,9 @@ HEADLINES = {
         w=m["best"]["w"], seen=m["best"]["seen"]["min_attribute_accuracy"],
         held=m["best"]["held_out"]["min_attribute_accuracy"]),
     13: lambda m: _day13(m["sdedit"]["strokes"], m["inpainting"]["half"]),
+    15: lambda m: "post-hoc EMA (σ_rel = {:g}): FID {:.2f}× floor; best fixed decay ({}): {:.2f}×".format(
+        m["best_posthoc"]["sigma_rel"], m["best_posthoc"]["fid_ratio"], m["best_fixed"]["name"],
+        m["best_fixed"]["fid_ratio"]),
 }
 
 

@@ -33,6 +33,8 @@ Inputs tried (day: arguments):
   day 12: --p_uncond=1 | --model.unet.context_dim=32 | --model.text.vocab_size=40 | --model.text.length=8 |
          --model.text.heads=5 | --model.unet.in_channels=1 | --ws=1,-2 | --n_final=1 | --dataset=coco
   day 13: --t0s=0,0.5 | --masks=half,circle | --jump=50 | --keep=0 | --k_diverse=1 | --day9_args=ws=1 | --w=-1
+  day 15: --averages=ema-2 | --averages=ema-0.99,ema-0.99 | --averages=ema-0.99 | --averages=ema-0.999-ramp |
+         --keep_every=7 | --posthoc=0.5 | --fid_points=9
   evaluate: no arguments | a missing file | an empty .npz | a truncated .npz | an .npz of zero samples |
          an .npz of 3 samples | float .npy with a NaN | float .npy with an inf | an empty .npy |
          a .npy under an .npz name | an .npz under a .npy name | --out FOLDER | --out FILE/scores.json |
@@ -193,6 +195,14 @@ DAY_CASES = [
     (13, ["--k_diverse=1"], "--k_diverse=1: choose 2 or more completions per input"),
     (13, ["--day9_args=ws=1"], "--day9_args=ws=1: write the day's options as --key=value, separated by commas"),
     (13, ["--w=-1"], "--w=-1.0: choose a guidance weight ≥ 0 (1: the conditional model)"),
+    (15, ["--averages=ema-2"], "--averages=ema-2: 'ema-2' is not an average; write ema-β (fixed decay β from the "
+     "first step), ema-β-ramp (decay warmed up), power-σ (power EMA of σ_rel σ), e.g. ema-0.9999,power-0.05"),
+    (15, ["--averages=ema-0.99,ema-0.99"], "--averages=ema-0.99,ema-0.99: name each average once"),
+    (15, ["--averages=ema-0.99"], "keep at least one power EMA (power-σ): post-hoc EMA rebuilds from them"),
+    (15, ["--averages=ema-0.999-ramp,power-0.05"], "ema-0.999-ramp is the loop's own EMA (ema_decay): leave it out"),
+    (15, ["--keep_every=7"], "--keep_every=7: choose a divisor of steps (the last step is kept)"),
+    (15, ["--posthoc=0.5"], "--posthoc=0.5: choose widths σ_rel in (0, 0.3)"),
+    (15, ["--fid_points=9"], "--fid_points=9: choose 1..the kept snapshots"),
 ]
 
 

@@ -21,7 +21,7 @@ SCHEDULE = DiscreteVP.named("cosine", 100)
 X = torch.randn(64, 2, generator=torch.Generator().manual_seed(1))
 # checkpoints at steps 3, 6, 8 and rows at 4, 8: a kill after step 3 or 6 leaves a logging interval half done
 CFG = TrainConfig(steps=8, batch_size=16, lr=1e-2, warmup=2, ckpt_every=3, log_every=4, sample_every=1, bf16=False,
-                  ema_decay=0.9)
+                  ema_decay=0.9, averages=("ema-0.8", "power-0.1"))       # further averages resume too
 
 
 class Killed(Exception):
@@ -46,12 +46,13 @@ def three_models(out, resume=False, kill_at=None) -> int:
 
 
 def assert_same_run(reference, resumed, parts):
-    """Same raw and EMA weights, same step and the same train_log.csv, part by part."""
+    """Same raw, EMA and further averaged weights, same step and the same train_log.csv, part by part."""
     for name in parts:
         a, b = (load_checkpoint(folder / name / "checkpoint.pt") for folder in (reference, resumed))
-        assert a["step"] == b["step"], name
-        for key in ("model", "ema"):
-            for (k, v), w in zip(a[key].items(), b[key].values()):
+        assert a["step"] == b["step"] and a["average_updates"] == b["average_updates"], name
+        for key in ("model", "ema", *(f"averages.{spec}" for spec in CFG.averages)):
+            first, second = (c["averages"][key[9:]] if key.startswith("averages.") else c[key] for c in (a, b))
+            for (k, v), w in zip(first.items(), second.values()):
                 assert torch.equal(v, w), (name, key, k)
         assert (reference / name / "train_log.csv").read_text() == (resumed / name / "train_log.csv").read_text()
 

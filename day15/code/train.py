@@ -10,7 +10,8 @@ loop keeps a checkpoint every `keep_every` steps; everything after training read
 2. At every kept step: the distance of each average from the raw weights, and its loss on a fixed held-out batch.
 3. Post-hoc EMA: for each σ_rel in `posthoc`, the least-squares combination of the stored power-EMA snapshots that
    best matches that profile at the last step (common.ema.posthoc_weights), scored by FID; the best against the
-   best fixed decay.
+   best fixed decay. One width (`check_sigma`) is also kept during training and not used to rebuild: its rebuilt
+   and kept weights are compared.
 
 References: Karras et al. 2024, "Analyzing and Improving the Training Dynamics of Diffusion Models",
 arXiv:2312.02696 (§3, App. C); Polyak & Juditsky 1992 (averaging of iterates); Ho et al. 2020 (arXiv:2006.11239).
@@ -52,8 +53,10 @@ class Config(TrainConfig):
     n_steps: int = 1000
     unet: UNetConfig = field(default_factory=lambda: UNetConfig(channels=16, n_res=1))
     ema_decay: float = 0.999         # the loop's own EMA, with the ramp: "ema-0.999-ramp"
-    averages: tuple[str, ...] = ("ema-0.99", "ema-0.999", "ema-0.9999", "ema-0.9999-ramp", "power-0.05", "power-0.10")
+    averages: tuple[str, ...] = ("ema-0.99", "ema-0.999", "ema-0.9999", "ema-0.9999-ramp", "power-0.05", "power-0.10",
+                                 "power-0.07")
     posthoc: tuple[float, ...] = (0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.25)  # σ_rel rebuilt after training
+    check_sigma: float = 0.07        # this power EMA is also kept during training, not used to rebuild: the check
     fid_points: int = 4              # kept checkpoints scored for every average, evenly spaced, the last included
     eval_steps: int = 20             # DDIM (η = 0) steps of every scored sample set
     n_eval: int = 400                # samples per score (the same noises for every model)
@@ -75,6 +78,9 @@ class Config(TrainConfig):
         require(len(powers) >= 1, "averages", "keep at least one power EMA (power-σ): post-hoc EMA rebuilds from them")
         require(MAIN not in self.averages, "averages", f"{MAIN} is the loop's own EMA (ema_decay): leave it out")
         require(all(0 < s < 0.3 for s in self.posthoc), "posthoc", "choose widths σ_rel in (0, 0.3)")
+        require(f"power-{self.check_sigma:g}" in self.averages and self.check_sigma in self.posthoc, "check_sigma",
+                "keep it as an average (power-σ) and rebuild it (posthoc), or the check compares nothing")
+        require(len(powers) >= 2, "averages", "keep a power EMA to rebuild from besides the checked one")
         require(self.n_eval >= MIN_SCORED, "n_eval", f"the evaluator scores {MIN_SCORED} or more samples")
         for key in ("eval_steps", "n_val", "batch"):
             require(getattr(self, key) >= 1, key, "choose 1 or more")
@@ -82,12 +88,12 @@ class Config(TrainConfig):
 
 PRESETS = {
     "smoke": Config(steps=20, batch_size=32, warmup=5, log_every=5, sample_every=0, ckpt_every=10, keep_every=5,
-                    fid_points=2, posthoc=(0.05, 0.2), eval_steps=4, n_eval=8, n_val=16, batch=8),
+                    fid_points=2, posthoc=(0.05, 0.07, 0.2), eval_steps=4, n_eval=8, n_val=16, batch=8),
     "cpu": Config(steps=1600, batch_size=128, warmup=100, sample_every=0, ckpt_every=200, keep_every=200),
     "gpu": Config(steps=40_000, batch_size=256, lr=2e-4, warmup=1000, sample_every=0, ckpt_every=2000,
                   keep_every=2000, unet=UNetConfig(channels=64, attn_res=(7, 14)), fid_points=5, n_eval=5000,
                   batch=1000, averages=("ema-0.999", "ema-0.9999", "ema-0.99999", "ema-0.9999-ramp", "power-0.05",
-                                        "power-0.10")),
+                                        "power-0.10", "power-0.07")),
 }
 
 
@@ -142,10 +148,15 @@ def distance(state: dict, raw: dict) -> float:
 
 # --- post-hoc EMA -----------------------------------------------------------------------------------------------
 
+def rebuilt_from(cfg: Config) -> list[str]:
+    """The power EMAs whose snapshots post-hoc EMA combines: all but the one kept to check it."""
+    return [s for s in cfg.averages if parse_average(s)[0] == "power" and s != f"power-{cfg.check_sigma:g}"]
+
+
 def posthoc(snapshots: list[dict], steps: list[int], cfg: Config) -> dict[float, tuple[dict, torch.Tensor, float]]:
-    """For each σ_rel in cfg.posthoc: the weights rebuilt at the last step from every stored power-EMA snapshot,
-    the coefficients, and the relative L² error of the rebuilt profile."""
-    names = [s for s in cfg.averages if parse_average(s)[0] == "power"]
+    """For each σ_rel in cfg.posthoc: the weights rebuilt at the last step from every stored power-EMA snapshot (but
+    the checked one's), the coefficients, and the relative L² error of the rebuilt profile."""
+    names = rebuilt_from(cfg)
     states = [snap[name] for snap in snapshots for name in names]
     ks = torch.tensor([k for k in steps for _ in names], dtype=torch.float64)
     gammas = torch.tensor([gamma_for(parse_average(n)[1]) for _ in steps for n in names], dtype=torch.float64)
@@ -201,14 +212,20 @@ def main(argv=None):
               for name in names}
 
     # --- 3. post-hoc EMA at the last step
-    rebuilt, shown = {}, {}
+    rebuilt, shown, rebuilt_states = {}, {}, {}
     for sigma, (state, c, err) in posthoc(snapshots, steps, cfg).items():
+        rebuilt_states[sigma] = state
         s, x = score(state)
         rebuilt[f"{sigma:g}"] = {"sigma_rel": sigma, "profile_error": round(err, 5), **s,
                                  "coefficients": [round(v, 5) for v in c.tolist()]}
         shown[sigma] = x[:64]
         print(f"post-hoc σ_rel = {sigma:g} (profile error {err:.4f}): FID {s['fid_ratio']:.2f}× floor")
-    last = steps[-1]
+    last, checked = steps[-1], f"power-{cfg.check_sigma:g}"
+    check = {"sigma_rel": cfg.check_sigma, "fid_rebuilt": rebuilt[f"{cfg.check_sigma:g}"]["fid"],
+             "fid_kept": fid[checked][last]["fid"], "profile_error": rebuilt[f"{cfg.check_sigma:g}"]["profile_error"],
+             "relative_distance": round(distance(rebuilt_states[cfg.check_sigma], snapshots[-1][checked]), 5)}
+    print(f"check: σ_rel = {cfg.check_sigma:g} rebuilt vs kept: relative distance {check['relative_distance']}, "
+          f"FID {check['fid_rebuilt']:.3f} vs {check['fid_kept']:.3f}")
     best_fixed = min((n for n in fixed if n != "raw"), key=lambda n: fid[n][last]["fid"])
     best_post = min(rebuilt, key=lambda k: rebuilt[k]["fid"])
     save_grid(shown[rebuilt[best_post]["sigma_rel"]], run.out / "samples_posthoc_best.png", nrow=8)
@@ -217,12 +234,12 @@ def main(argv=None):
     decays = sorted({cfg.ema_decay, *(parse_average(n)[1] for n in cfg.averages if parse_average(n)[0] == "ema")})
     plot_ramp(decays, cfg.steps, run.out / "ramp.png")
     plot_posthoc(rebuilt, {n: fid[n][last] for n in names if n != "raw"}, fid["raw"][last], steps,
-                 [n for n in cfg.averages if parse_average(n)[0] == "power"], run.out / "posthoc.png")
+                 rebuilt_from(cfg), run.out / "posthoc.png")
 
     metrics = {
         "params": count_params(model), "train_seconds": round(run.train_seconds, 1), "kept_steps": steps,
         "fid": {name: {str(k): v for k, v in by_step.items()} for name, by_step in fid.items()},
-        "tracks": tracks, "posthoc": rebuilt,
+        "tracks": tracks, "posthoc": rebuilt, "posthoc_check": check,
         "best_fixed": {"name": best_fixed, **fid[best_fixed][last]},
         "best_posthoc": {"sigma_rel": rebuilt[best_post]["sigma_rel"], "fid": rebuilt[best_post]["fid"],
                          "fid_ratio": rebuilt[best_post]["fid_ratio"], "fid_ci95": rebuilt[best_post]["fid_ci95"]},
