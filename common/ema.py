@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from common.config import UserError, require
-from common.training import EMA
+from common.training import EMA, average_into
 
 Tensor = torch.Tensor
 F64 = torch.float64
@@ -68,10 +68,7 @@ class PowerEMA:
     def update(self, model: nn.Module) -> None:
         self.updates += 1
         beta = (1 - 1 / self.updates) ** (self.gamma + 1)
-        for ema_p, p in zip(self.model.parameters(), model.parameters()):
-            ema_p.lerp_(p.detach(), 1 - beta)
-        for ema_b, b in zip(self.model.buffers(), model.buffers()):
-            ema_b.copy_(b)
+        average_into(self.model, model, 1 - beta)
 
 
 # --- several averages in one run (common.loop keeps those TrainConfig.averages names) --------------------

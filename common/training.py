@@ -71,6 +71,15 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+@torch.no_grad()
+def average_into(average: nn.Module, model: nn.Module, weight: float) -> None:
+    """average ← average + weight (model − average) for every parameter in one fused call (a loop of small
+    per-tensor ops costs as much as a training step's worth of time with several averages); buffers copied."""
+    torch._foreach_lerp_(list(average.parameters()), [p.detach() for p in model.parameters()], weight)
+    for avg_b, b in zip(average.buffers(), model.buffers()):
+        avg_b.copy_(b)
+
+
 class EMA:
     """Exponential moving average of weights, decay warmed up as min(decay, (1 + n) / (10 + n)) at the n-th update
     (n from 0) unless ramp=False: without the ramp, the initial weights keep the share decay^n (common.ema)."""
@@ -83,8 +92,5 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         d = min(self.decay, (1 + self.updates) / (10 + self.updates)) if self.ramp else self.decay
-        for ema_p, p in zip(self.model.parameters(), model.parameters()):
-            ema_p.lerp_(p.detach(), 1 - d)
-        for ema_b, b in zip(self.model.buffers(), model.buffers()):
-            ema_b.copy_(b)
+        average_into(self.model, model, 1 - d)
         self.updates += 1

@@ -2,12 +2,14 @@
 training, and rebuilds post-hoc profiles; rebuilding a width that was stored returns that snapshot (the same FID);
 the figures are small. The math (EMA closed forms, σ_rel ↔ γ, post-hoc reconstruction) is tested in test_ema.py."""
 import json
+from pathlib import Path
 
 import pytest
 from conftest import load_day, smoke_run
 
 from common.checkpoint import kept_checkpoints, load_checkpoint
 
+ROOT = Path(__file__).resolve().parents[1]
 train = load_day(15, "train")
 
 
@@ -49,9 +51,34 @@ def test_smoke_run_scores_over_training_and_after(smoke):
 def test_rebuilding_a_stored_width_returns_that_snapshot(smoke):
     """σ_rel = 0.05 at the last step is the power-0.05 snapshot there: coefficient 1 on it, 0 elsewhere."""
     _, m = smoke
-    powers = [a for a in train.PRESETS["smoke"].averages if a.startswith("power-")]
+    powers = train.rebuilt_from(train.PRESETS["smoke"])                # the snapshots, in the order they are used
     c = m["posthoc"]["0.05"]["coefficients"]
     last = (len(m["kept_steps"]) - 1) * len(powers) + powers.index("power-0.05")
     assert c[last] == pytest.approx(1, abs=1e-4) and sum(abs(v) for v in c) == pytest.approx(1, abs=1e-3)
     assert m["posthoc"]["0.05"]["profile_error"] < 1e-4
     assert m["posthoc"]["0.05"]["fid"] == pytest.approx(m["fid"]["power-0.05"]["20"]["fid"], rel=0.02)
+
+
+def test_the_checked_width_is_kept_and_rebuilt(smoke):
+    """power-0.07 is kept during training, never used to rebuild, and compared with its rebuild."""
+    _, m = smoke
+    assert "power-0.07" not in train.rebuilt_from(train.PRESETS["smoke"])
+    check = m["posthoc_check"]
+    assert check["sigma_rel"] == 0.07 and check["fid_kept"] == m["fid"]["power-0.07"]["20"]["fid"]
+    assert check["fid_rebuilt"] == m["posthoc"]["0.07"]["fid"] and 0 <= check["relative_distance"] < 0.5
+
+
+def test_the_lessons_tables_are_the_committed_results():
+    """The README's tables are what tables.py prints from results/metrics.json, digit for digit."""
+    tables = load_day(15, "tables")
+    m = json.loads((ROOT / "day15" / "results" / "metrics.json").read_text())
+    readme = (ROOT / "day15" / "README.md").read_text()
+    assert tables.over_training(m) in readme and tables.posthoc(m) in readme
+
+
+def test_figures_redraw_from_the_committed_metrics(tmp_path):
+    """figures.py draws every figure from metrics.json alone (how the committed ones can be redrawn)."""
+    figures = load_day(15, "figures")
+    figures.draw_all(json.loads((ROOT / "day15" / "results" / "metrics.json").read_text()), tmp_path)
+    for name in ("fid_over_training.png", "tracks.png", "ramp.png", "posthoc.png"):
+        assert 0 < (tmp_path / name).stat().st_size < 1_000_000, name

@@ -50,8 +50,10 @@ def assert_same_run(reference, resumed, parts):
     for name in parts:
         a, b = (load_checkpoint(folder / name / "checkpoint.pt") for folder in (reference, resumed))
         assert a["step"] == b["step"] and a["average_updates"] == b["average_updates"], name
-        for key in ("model", "ema", *(f"averages.{spec}" for spec in CFG.averages)):
-            first, second = (c["averages"][key[9:]] if key.startswith("averages.") else c[key] for c in (a, b))
+        assert set(a["averages"]) == set(b["averages"]), name
+        pairs = {"model": (a["model"], b["model"]), "ema": (a["ema"], b["ema"]),
+                 **{spec: (a["averages"][spec], b["averages"][spec]) for spec in a["averages"]}}
+        for key, (first, second) in pairs.items():
             for (k, v), w in zip(first.items(), second.values()):
                 assert torch.equal(v, w), (name, key, k)
         assert (reference / name / "train_log.csv").read_text() == (resumed / name / "train_log.csv").read_text()

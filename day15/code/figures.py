@@ -1,8 +1,15 @@
 """Day 15's figures: FID over training per average, distance and held-out loss per average, the decay's warm-up
-ramp and the initial weights' share, and post-hoc EMA (FID against σ_rel, and rebuilt against exact profiles)."""
+ramp and the initial weights' share, and post-hoc EMA (FID against σ_rel, and rebuilt against exact profiles).
+
+They are drawn from metrics.json alone, so a run's figures can be redrawn without rerunning it:
+
+    python day15/code/figures.py [RESULTS_FOLDER]        # default: day15/results
+"""
 from __future__ import annotations
 
+import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,21 +25,37 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
+def same_as_earlier(fid: dict, names: list[str]) -> dict[str, str]:
+    """Averages whose scores equal an earlier one's at every step (e.g. two decays both capped by the ramp)."""
+    out = {}
+    for i, name in enumerate(names):
+        for other in names[:i]:
+            if other not in out and fid[name] == fid[other]:
+                out[name] = other
+                break
+    return out
+
+
 def plot_fid_over_training(fid: dict, names: list[str], path: Path) -> None:
-    """FID / floor against the training step for the raw weights and each fixed-decay average (95% bands)."""
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    """FID / floor against the training step for the raw weights and each fixed-decay average (95% bands);
+    an average identical to an earlier one is named in that one's label instead of drawn on top of it."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    twins = same_as_earlier(fid, names)
     for name in names:
+        if name in twins:
+            continue
         steps = sorted(fid[name])
         ratio = [fid[name][k]["fid_ratio"] for k in steps]
         scale = [fid[name][k]["fid_ratio"] / fid[name][k]["fid"] for k in steps]
         lo = [fid[name][k]["fid_ci95"][0] * s for k, s in zip(steps, scale)]
         hi = [fid[name][k]["fid_ci95"][1] * s for k, s in zip(steps, scale)]
-        ax.plot(steps, ratio, "o-", ms=4, label=name, lw=2.5 if name == "raw" else 1.5)
+        label = " = ".join([name, *(t for t, o in twins.items() if o == name)])
+        ax.plot(steps, ratio, "o-", ms=4, label=label, lw=2.5 if name == "raw" else 1.5)
         ax.fill_between(steps, lo, hi, alpha=0.12)
     ax.set(yscale="log", xlabel="training step", ylabel="FID / real floor (bands: 95% bootstrap)",
            title="one run, several averages of its weights")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     _save(fig, path)
 
 
@@ -93,10 +116,14 @@ def plot_posthoc(rebuilt: dict, final: dict, raw: dict, steps: list[int], powers
     err = [[r["fid_ratio"] - r["fid_ci95"][0] * s for r, s in zip(rebuilt.values(), scale)],
            [r["fid_ci95"][1] * s - r["fid_ratio"] for r, s in zip(rebuilt.values(), scale)]]
     a.errorbar(sig, ratio, yerr=err, fmt="ko-", capsize=3, label="post-hoc EMA (rebuilt at the last step)")
+    top = 2 * max(max(ratio), raw["fid_ratio"])
+    off = [f"{name} ({s['fid_ratio']:.0f}×)" for name, s in final.items() if s["fid_ratio"] > top]
     for i, (name, s) in enumerate({**final, "raw": raw}.items()):
-        a.axhline(s["fid_ratio"], color=f"C{i}", ls="--", lw=1, label=name)
-    a.set(xscale="log", xlabel="σ_rel of the rebuilt profile", ylabel="FID / real floor",
-          title="choosing the average after training")
+        if s["fid_ratio"] <= top:
+            a.axhline(s["fid_ratio"], color=f"C{i}", ls="--", lw=1, label=name)
+    a.set(xscale="log", yscale="log", xlabel="σ_rel of the rebuilt profile", ylabel="FID / real floor",
+          title="choosing the average after training" + (f"\noff the scale: {', '.join(off)}" if off else ""),
+          ylim=(None, top))
     a.grid(alpha=0.3)
     a.legend(fontsize=7)
     k, tau = steps[-1], np.linspace(0, steps[-1], 800)
@@ -113,3 +140,27 @@ def plot_posthoc(rebuilt: dict, final: dict, raw: dict, steps: list[int], powers
     b.grid(alpha=0.3)
     b.legend(fontsize=7)
     _save(fig, path)
+
+
+# --- all of them, from a run's metrics.json ---------------------------------------------------------------------
+
+def draw_all(m: dict, out: Path) -> None:
+    """Every figure of the day from a metrics.json record (its config included) into `out`."""
+    from common.ema import parse_average
+
+    cfg, steps, fid = m["config"], m["kept_steps"], m["fid"]
+    last = str(steps[-1])
+    fixed = [n for n in fid if n == "raw" or parse_average(n)[0] == "ema"]
+    emas = [parse_average(n)[1] for n in cfg["averages"] if parse_average(n)[0] == "ema"]
+    powers = [n for n in cfg["averages"] if parse_average(n)[0] == "power" and n != f"power-{cfg['check_sigma']:g}"]
+    plot_fid_over_training({n: {int(k): v for k, v in fid[n].items()} for n in fixed}, fixed,
+                           out / "fid_over_training.png")
+    plot_tracks(m["tracks"], steps, out / "tracks.png")
+    plot_ramp(sorted({cfg["ema_decay"], *emas}), cfg["steps"], out / "ramp.png")
+    plot_posthoc(m["posthoc"], {n: fid[n][last] for n in fid if n != "raw"}, fid["raw"][last], steps, powers,
+                 out / "posthoc.png")
+
+
+if __name__ == "__main__":
+    folder = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "results"
+    draw_all(json.loads((folder / "metrics.json").read_text()), folder)

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from figures import plot_fid_over_training, plot_posthoc, plot_ramp, plot_tracks
+from figures import draw_all
 
 from common.checkpoint import kept_checkpoints, load_checkpoint
-from common.config import UserError, cli, parse_args
+from common.config import UserError, cli, parse_args, to_dict
 from common.data import load_images
 from common.diffusion import diffusion_loss
 from common.ema import combine, gamma_for, parse_average, posthoc_weights, profile_error
@@ -229,12 +229,6 @@ def main(argv=None):
     best_fixed = min((n for n in fixed if n != "raw"), key=lambda n: fid[n][last]["fid"])
     best_post = min(rebuilt, key=lambda k: rebuilt[k]["fid"])
     save_grid(shown[rebuilt[best_post]["sigma_rel"]], run.out / "samples_posthoc_best.png", nrow=8)
-    plot_fid_over_training(fid, fixed, run.out / "fid_over_training.png")
-    plot_tracks(tracks, steps, run.out / "tracks.png")
-    decays = sorted({cfg.ema_decay, *(parse_average(n)[1] for n in cfg.averages if parse_average(n)[0] == "ema")})
-    plot_ramp(decays, cfg.steps, run.out / "ramp.png")
-    plot_posthoc(rebuilt, {n: fid[n][last] for n in names if n != "raw"}, fid["raw"][last], steps,
-                 rebuilt_from(cfg), run.out / "posthoc.png")
 
     metrics = {
         "params": count_params(model), "train_seconds": round(run.train_seconds, 1), "kept_steps": steps,
@@ -245,6 +239,7 @@ def main(argv=None):
                          "fid_ratio": rebuilt[best_post]["fid_ratio"], "fid_ci95": rebuilt[best_post]["fid_ci95"]},
         "aims": {"posthoc_over_best_fixed_fid": round(rebuilt[best_post]["fid"] / fid[best_fixed][last]["fid"], 4)},
     }
+    draw_all({**metrics, "config": to_dict(cfg)}, run.out)         # the figures come from the numbers alone
     write_metrics(run.out, metrics, cfg, run, time.time() - start)
     print(f"best fixed decay {best_fixed}: FID {fid[best_fixed][last]['fid_ratio']:.2f}× floor; best post-hoc "
           f"σ_rel = {best_post}: {rebuilt[best_post]['fid_ratio']:.2f}× floor; results in {run.out}")
