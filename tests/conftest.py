@@ -63,9 +63,10 @@ def smoke_run(day: int, out: Path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="session")
 def day6_smoke(tmp_path_factory) -> Path:
-    """One smoke run of day 6 for the whole session: its own test checks it, later days load its checkpoint."""
+    """One smoke run of day 6 for the whole session, keeping its checkpoints at steps 10, 20 and 30: its own test
+    checks it, later days (7, 10, 13) load its checkpoints instead of training their own."""
     out = tmp_path_factory.mktemp("day06_smoke")
-    result = smoke_run(6, out)
+    result = smoke_run(6, out, "--keep_every=10")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     return out
 

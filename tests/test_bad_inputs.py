@@ -33,7 +33,8 @@ Inputs tried (day: arguments):
   day 12: --p_uncond=1 | --model.unet.context_dim=32 | --model.text.vocab_size=40 | --model.text.length=8 |
          --model.text.heads=5 | --model.unet.in_channels=1 | --ws=1,-2 | --n_final=1 | --dataset=coco
   day 13: --t0s=0,0.5 | --masks=half,circle | --jump=50 | --keep=0 | --k_diverse=1 | --day9_args=ws=1 | --w=-1
-  day 15: --averages=ema-2 | --averages=ema-0.99,ema-0.99 | --averages=ema-0.99 | --averages=ema-0.999-ramp |
+  day 15: --averages=ema-2 | --averages=ema-0.99,ema-0.99 | --averages=ema-0.99 |
+         --averages=ema-0.999-ramp,power-0.05 |
          --keep_every=7 | --posthoc=0.5 | --fid_points=9
   evaluate: no arguments | a missing file | an empty .npz | a truncated .npz | an .npz of zero samples |
          an .npz of 3 samples | float .npy with a NaN | float .npy with an inf | an empty .npy |

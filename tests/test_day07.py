@@ -1,18 +1,17 @@
 """Day 07: the guess x̂_0 the day records is exact under an exact denoiser; with σ² = β̃ an ancestral chain on
 any respaced grid keeps the forward marginals q(x_s | x_0) of a one-point dataset, while σ² = β inflates their
-variance by the amount its recursion predicts; a fixed seed gives bitwise identical samples; and the smoke run,
-which has to make its own day 6 checkpoint first."""
+variance by the amount its recursion predicts; a fixed seed gives bitwise identical samples; and the smoke run, on
+the session's day 6 smoke run and its kept checkpoints."""
 
 import importlib.util
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import HANG_TIMEOUT
+from conftest import smoke_run
 
 from common.config import UserError
 from common.nets import UNet, UNetConfig
@@ -139,16 +138,17 @@ def test_same_seed_gives_bitwise_identical_samples():
 # --- the whole run -----------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
+def smoke(tmp_path_factory, day6_smoke):
+    """On the session's day 6 smoke run (conftest); making a missing one is common.run.earlier_checkpoint's test."""
     out = tmp_path_factory.mktemp("day07")
-    result = subprocess.run([sys.executable, "day07/code/train.py", "--preset", "smoke", "--out", str(out)],
-                            cwd=ROOT, timeout=HANG_TIMEOUT, check=True, capture_output=True, text=True)
+    result = smoke_run(7, out, f"--day6_results={day6_smoke}")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     return out, result.stdout
 
 
 def test_smoke_run(smoke):
     out, stdout = smoke
-    assert "no day 6 checkpoint" in stdout  # the smoke preset always makes its own, inside --out
+    assert "checkpoint at" not in stdout  # day 6's came from the session's smoke run: nothing trained here
     m = json.loads((out / "metrics.json").read_text())
     assert m["preset"] == "smoke" and m["model"]["preset"] == "smoke"
     assert set(m["settings"]) == {"posterior-20", "posterior-5", "beta-20", "beta-5"}
@@ -168,7 +168,6 @@ def test_smoke_run(smoke):
         assert 0 < (out / name).stat().st_size < 1_000_000, name
 
 
-def test_an_unfinished_day6_checkpoint_is_refused(smoke):
-    out, _ = smoke
+def test_an_unfinished_day6_checkpoint_is_refused(day6_smoke):
     with pytest.raises(UserError, match="still training"):
-        day7.load_ddpm(out / "day06" / "checkpoint_step000010.pt", torch.device("cpu"))
+        day7.load_ddpm(day6_smoke / "checkpoint_step000010.pt", torch.device("cpu"))

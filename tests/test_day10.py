@@ -1,17 +1,15 @@
 """Day 10: one DDIM step equals diffusers' DDIMScheduler.step (η = 0 and η > 0, the same noise); on the exact
 8-Gaussians score DDIM at 10 steps lands closer to the true mixture than DDPM at 10 (per-component Fréchet
-distance); slerp keeps the noise's norm where lerp does not; and the smoke run through the command line, which
-makes its own day 6 checkpoint first."""
+distance); slerp keeps the noise's norm where lerp does not; and the smoke run through the command line, on the
+session's day 6 smoke run."""
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import HANG_TIMEOUT, load_day
+from conftest import load_day, smoke_run
 
 from common.denoisers import MixtureDenoiser
 from common.paths import DiscreteVP, uniform_grid
@@ -115,16 +113,17 @@ def test_encoding_grid_runs_from_the_first_level_to_noise():
 # --- the whole run -----------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
+def smoke(tmp_path_factory, day6_smoke):
+    """On the session's day 6 smoke run (conftest); making a missing one is common.run.earlier_checkpoint's test."""
     out = tmp_path_factory.mktemp("day10")
-    result = subprocess.run([sys.executable, "day10/code/train.py", "--preset", "smoke", "--out", str(out)],
-                            cwd=ROOT, timeout=HANG_TIMEOUT, check=True, capture_output=True, text=True)
+    result = smoke_run(10, out, f"--day6_results={day6_smoke}")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     return out, result.stdout
 
 
 def test_smoke_run(smoke):
     out, stdout = smoke
-    assert "no day 6 checkpoint" in stdout  # the smoke preset always makes its own, inside --out
+    assert "checkpoint at" not in stdout  # day 6's came from the session's smoke run: nothing trained here
     m = json.loads((out / "metrics.json").read_text())
     assert m["preset"] == "smoke" and m["model"]["preset"] == "smoke"
     assert set(m["table"]) == {"ddpm-uniform-10", "ddpm-uniform-20", "ddim-uniform-eta0-10", "ddim-uniform-eta0-20",
