@@ -62,12 +62,13 @@ def plot_fid_over_training(fid: dict, names: list[str], path: Path) -> None:
 def plot_tracks(tracks: dict, steps: list[int], path: Path) -> None:
     """Left: ‖θ_avg − θ‖ / ‖θ‖ at each kept step. Right: loss on a fixed held-out batch."""
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    for name, t in tracks.items():
+    for i, (name, t) in enumerate(tracks.items()):    # one colour per average in both panels
         if name != "raw":
-            a.plot(steps, t["distance"], "o-", ms=3, label=name)
-        b.plot(steps, t["val_loss"], "o-", ms=3, label=name, lw=2.5 if name == "raw" else 1.2)
+            a.plot(steps, t["distance"], "o-", ms=3, color=f"C{i}", label=name)
+        b.plot(steps, t["val_loss"], "o-", ms=3, color=f"C{i}", label=name, lw=2.5 if name == "raw" else 1.2)
     a.set(yscale="log", xlabel="training step", ylabel="‖θ_avg − θ‖ / ‖θ‖", title="how far each average lags")
-    b.set(xlabel="training step", ylabel="loss on a fixed held-out batch", title="held-out loss (same t and noise)")
+    b.set(yscale="log", xlabel="training step", ylabel="loss on a fixed held-out batch",
+          title="held-out loss (same t and noise)")
     for ax in (a, b):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
