@@ -4,6 +4,7 @@
     fid_bootstrap     95% interval for the FID from resampling the generated features
     precision_recall  k-NN manifold precision (fidelity) and recall (coverage)
     psnr, ssim        per-image reconstruction scores for images in [-1, 1] (data range 2)
+    rmse, spread      per-image distance, and the mean distance between several outputs for one input
     class_entropy     entropy of the mean predicted class distribution (mode coverage)
 
 FID is biased upwards at finite sample size: two sets of real images score above zero, and the
@@ -145,6 +146,25 @@ def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Peak signal-to-noise ratio per image, 10 log10(range^2 / MSE) in dB, range = 2. (N,)"""
     mse = (x.double() - y.double()).pow(2).flatten(1).mean(dim=1)
     return (10 * torch.log10(DATA_RANGE**2 / mse)).float()  # identical images -> inf
+
+
+def rmse(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Root-mean-square distance per image, in [-1, 1] units (2 = black to white everywhere). (N,)"""
+    return (x - y).pow(2).flatten(1).mean(1).sqrt()
+
+
+def spread(outputs: torch.Tensor, where: torch.Tensor | None = None) -> float:
+    """outputs (M, K, C, H, W): K outputs of a stochastic method for each of M inputs. The RMS distance between
+    two different outputs of one input, over the pixels where `where` (M, 1, H, W) is True (all when None),
+    averaged over the K (K − 1) ordered pairs and the M inputs: 0 for a deterministic method."""
+    m, k = outputs.shape[:2]
+    where = torch.ones(m, 1, *outputs.shape[3:], dtype=torch.bool) if where is None else where
+    weight = where.expand(m, *outputs.shape[2:]).float().flatten(1)               # (M, D)
+    flat = outputs.flatten(2)                                                     # (M, K, D)
+    d2 = (flat[:, :, None] - flat[:, None]).pow(2)                                # (M, K, K, D)
+    per_pair = (d2 * weight[:, None, None]).sum(-1) / weight.sum(-1)[:, None, None].clamp(min=1)
+    off_diagonal = ~torch.eye(k, dtype=torch.bool)
+    return per_pair[:, off_diagonal].sqrt().mean().item()
 
 
 def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:

@@ -91,6 +91,9 @@ HEADLINES = {
         w=m["best"]["w"], seen=m["best"]["seen"]["min_attribute_accuracy"],
         held=m["best"]["held_out"]["min_attribute_accuracy"]),
     13: lambda m: _day13(m["sdedit"]["strokes"], m["inpainting"]["half"]),
+    14: lambda m: "SR3 FID {:.2f}× floor, PSNR {:.1f} dB; L2 regression {:.2f}×, {:.1f} dB; bicubic {:.0f}×".format(
+        m["methods"]["sr3"]["fid_ratio"], m["methods"]["sr3"]["psnr"], m["methods"]["regression"]["fid_ratio"],
+        m["methods"]["regression"]["psnr"], m["methods"]["bicubic"]["fid_ratio"]),
     15: lambda m: "post-hoc EMA (σ_rel = {:g}): FID {:.2f}× floor; best fixed decay ({}): {:.2f}×".format(
         m["best_posthoc"]["sigma_rel"], m["best_posthoc"]["fid_ratio"], m["best_fixed"]["name"],
         m["best_fixed"]["fid_ratio"]),

@@ -33,6 +33,8 @@ Inputs tried (day: arguments):
   day 12: --p_uncond=1 | --model.unet.context_dim=32 | --model.text.vocab_size=40 | --model.text.length=8 |
          --model.text.heads=5 | --model.unet.in_channels=1 | --ws=1,-2 | --n_final=1 | --dataset=coco
   day 13: --t0s=0,0.5 | --masks=half,circle | --jump=50 | --keep=0 | --k_diverse=1 | --day9_args=ws=1 | --w=-1
+  day 14: --aug_levels=0.1,0.2 | --aug_levels=0,0.3,0.2 | --unet.num_classes=3 | --aug_levels=0 |
+         --unet.image_size=28 | --k_diverse=1 | --cascade_from=nowhere/samples.npz
   day 15: --averages=ema-2 | --averages=ema-0.99,ema-0.99 | --averages=ema-0.99 |
          --averages=ema-0.999-ramp,power-0.05 |
          --keep_every=7 | --posthoc=0.5 | --fid_points=9
@@ -196,6 +198,13 @@ DAY_CASES = [
     (13, ["--k_diverse=1"], "--k_diverse=1: choose 2 or more completions per input"),
     (13, ["--day9_args=ws=1"], "--day9_args=ws=1: write the day's options as --key=value, separated by commas"),
     (13, ["--w=-1"], "--w=-1.0: choose a guidance weight ≥ 0 (1: the conditional model)"),
+    (14, ["--aug_levels=0.1,0.2"], "--aug_levels=0.1,0.2: choose increasing levels in [0, 1) starting at 0"),
+    (14, ["--aug_levels=0,0.3,0.2"], "--aug_levels=0.0,0.3,0.2: choose increasing levels in [0, 1) starting at 0"),
+    (14, ["--unet.num_classes=3"], "--unet.num_classes=3: choose 5: one class per augmentation level"),
+    (14, ["--aug_levels=0"], "--unet.num_classes=5: choose 1: one class per augmentation level"),
+    (14, ["--unet.image_size=28"], "--unet.image_size=28: choose 32: the output side"),
+    (14, ["--k_diverse=1"], "--k_diverse=1: choose 2 or more samples per input"),
+    (14, ["--cascade_from=nowhere/samples.npz"], "--cascade_from=nowhere/samples.npz: no such file"),
     (15, ["--averages=ema-2"], "--averages=ema-2: 'ema-2' is not an average; write ema-β (fixed decay β from the "
      "first step), ema-β-ramp (decay warmed up), power-σ (power EMA of σ_rel σ), e.g. ema-0.9999,power-0.05"),
     (15, ["--averages=ema-0.99,ema-0.99"], "--averages=ema-0.99,ema-0.99: name each average once"),

@@ -152,3 +152,17 @@ def test_class_entropy():
     two = torch.zeros(6, 10)
     two[:3, 1], two[3:, 7] = 1, 1
     assert metrics.class_entropy(two) == pytest.approx(math.log(2))
+
+
+def test_rmse_and_spread_closed_forms():
+    """rmse of a constant shift is the shift; spread: 0 for a deterministic method, the distance of the two
+    outputs for K = 2, and only the `where` pixels count."""
+    x = torch.zeros(3, 1, 4, 4)
+    assert metrics.rmse(x, x + 0.5).tolist() == [0.5] * 3
+    assert metrics.spread(torch.zeros(2, 3, 1, 4, 4)) == 0
+    two = torch.stack([torch.zeros(1, 4, 4), torch.ones(1, 4, 4)])[None]           # (1, 2, 1, 4, 4)
+    assert metrics.spread(two) == pytest.approx(1.0)
+    two[..., :2, :] = 5.0                                                         # outside `where`: ignored
+    where = torch.zeros(1, 1, 4, 4, dtype=torch.bool)
+    where[..., 2:, :] = True
+    assert metrics.spread(two, where) == pytest.approx(1.0)

@@ -7,15 +7,10 @@ from __future__ import annotations
 import torch
 
 from common.evaluator import load_evaluator
-from common.metrics import ssim
+from common.metrics import rmse, spread, ssim
 from common.samples import quantize
 
 Tensor = torch.Tensor
-
-
-def rmse(x: Tensor, y: Tensor) -> Tensor:
-    """Root-mean-square distance per image, in [-1, 1] units (2 = black to white everywhere).  (N,)"""
-    return (x - y).pow(2).flatten(1).mean(1).sqrt()
 
 
 def faithfulness(x: Tensor, guide: Tensor) -> dict:
@@ -54,12 +49,7 @@ def diversity(completions: Tensor, mask: Tensor, dataset: str) -> dict:
     Mean RMS distance between two completions of one input over its unknown pixels, and the mean number of
     different evaluator labels among the K."""
     m, k = completions.shape[:2]
-    hole = (~mask).float().flatten(1)                                             # (M, D)
-    flat = completions.flatten(2)                                                 # (M, K, D)
-    d2 = (flat[:, :, None] - flat[:, None]).pow(2)                                # (M, K, K, D)
-    per_pair = (d2 * hole[:, None, None]).sum(-1) / hole.sum(-1)[:, None, None].clamp(min=1)
-    off_diagonal = ~torch.eye(k, dtype=torch.bool)
-    spread = per_pair[:, off_diagonal].sqrt().mean()
     names = labels(completions.flatten(0, 1), dataset).view(m, k)
     distinct = torch.tensor([len(set(row.tolist())) for row in names], dtype=torch.float).mean()
-    return {"pairwise_rmse_in_hole": round(spread.item(), 4), "distinct_labels": round(distinct.item(), 3)}
+    return {"pairwise_rmse_in_hole": round(spread(completions, ~mask), 4),
+            "distinct_labels": round(distinct.item(), 3)}

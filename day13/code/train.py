@@ -31,13 +31,14 @@ import torch
 from figures import plot_frontier, save_edits, save_inpaintings
 from guides import MASKS, corrupt, strokes
 from img2img import inpaint, network_calls, resampling_walk, sdedit
-from measures import diversity, faithfulness, labels, rmse, seam_ratio, share
+from measures import diversity, faithfulness, labels, seam_ratio, share
 from toy import run_toy
 
 from common.checkpoint import load_ddpm
 from common.config import UserError, cli, parse_args
 from common.data import load_images
 from common.evaluator import score_images
+from common.metrics import rmse
 from common.paths import F64, uniform_grid
 from common.predictions import guided
 from common.run import Run, earlier_checkpoint, write_metrics
