@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import load_day, smoke_run
+from conftest import ROOT, load_day, smoke_run
 
 from common.config import UserError
 from common.denoisers import mixture_posterior_mean
@@ -174,3 +174,14 @@ def test_smoke_run(tmp_path):
     for name in ("comparison.png", "comparison_zoom.png", "sr3_samples.png", "cascade.png", "loss_sr3.png",
                  "sr3/checkpoint.pt", "regression/checkpoint.pt"):
         assert (tmp_path / name).is_file(), name
+
+
+def test_the_lessons_tables_are_the_committed_results():
+    """The README's tables are what tables.py prints from each committed run's metrics.json, digit for digit."""
+    tables = load_day(14, "tables")
+    readme = (ROOT / "day14" / "README.md").read_text()
+    runs = [ROOT / "day14" / "results", ROOT / "day14" / "results" / "fashion-mnist"]
+    for folder in [f for f in runs if (f / "metrics.json").is_file()]:
+        m = json.loads((folder / "metrics.json").read_text())
+        for table in (tables.methods(m), tables.three_db(m), tables.cascade(m)):
+            assert table in readme, f"{folder}: the README's table differs from tables.py's"
