@@ -50,16 +50,17 @@ def min_snr_weight(prediction: str, gamma: float = 5.0) -> Callable[[Tensor], Te
 
 def diffusion_loss(model: Callable, x0: Tensor, path: AffinePath, prediction: str,
                    generator: torch.Generator | None = None, weight: Callable[[Tensor], Tensor] | None = None,
-                   **cond) -> tuple[Tensor, Tensor]:
+                   noise: Tensor | None = None, **cond) -> tuple[Tensor, Tensor]:
     """Per-sample MSE between the network and its target at random t (Alg. 1 of Ho et al.).
 
     t comes from the path (DDPM's levels, or uniform on (0, 1]); the target is TARGET[prediction]: eps, x0,
     v, the flow-matching velocity or the score. `weight` maps SNR(t) to a per-sample loss weight (e.g.
-    `min_snr_weight`); None is the plain MSE. Returns (loss (B,), t (B,)) so callers can bin the loss by t.
+    `min_snr_weight`); None is the plain MSE. `noise`: the eps paired with each x0 (say, re-paired by optimal
+    transport); None draws it independently. Returns (loss (B,), t (B,)) so callers can bin the loss by t.
     """
     check_prediction(prediction)
     t = path.sample_t(len(x0), generator)
-    eps = torch.randn(x0.shape, generator=generator).to(x0)
+    eps = torch.randn(x0.shape, generator=generator).to(x0) if noise is None else noise
     c = Coefficients.at(path, t, x0)
     xt = c.alpha * x0 + c.sigma * eps
     target = TARGET[prediction](x0, eps, c)

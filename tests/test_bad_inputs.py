@@ -38,6 +38,8 @@ Inputs tried (day: arguments):
   day 15: --averages=ema-2 | --averages=ema-0.99,ema-0.99 | --averages=ema-0.99 |
          --averages=ema-0.999-ramp,power-0.05 |
          --keep_every=7 | --posthoc=0.5 | --fid_points=9
+  day 16: --pairing=ot | --dopri_tols=0 | --toy.toys=spiral | --near=0.5 | --euler_steps=0 |
+         --toy.tolerance=0.5
   evaluate: no arguments | a missing file | an empty .npz | a truncated .npz | an .npz of zero samples |
          an .npz of 3 samples | float .npy with a NaN | float .npy with an inf | an empty .npy |
          a .npy under an .npz name | an .npz under a .npy name | --out FOLDER | --out FILE/scores.json |
@@ -205,6 +207,12 @@ DAY_CASES = [
     (14, ["--unet.image_size=28"], "--unet.image_size=28: choose 32: the output side"),
     (14, ["--k_diverse=1"], "--k_diverse=1: choose 2 or more samples per input"),
     (14, ["--cascade_from=nowhere/samples.npz"], "--cascade_from=nowhere/samples.npz: no such file"),
+    (16, ["--pairing=ot"], "--pairing=ot: choose one of icfm, otcfm"),
+    (16, ["--dopri_tols=0"], "--dopri_tols=0.0: choose tolerances in (0, 1), e.g. 1e-3"),
+    (16, ["--toy.toys=spiral"], "--toy.toys=spiral: choose some of moons, 8gaussians, checkerboard, spirals"),
+    (16, ["--near=0.5"], "--near=0.5: choose a factor ≥ 1"),
+    (16, ["--euler_steps=0"], "--euler_steps=0: choose step counts ≥ 1"),
+    (16, ["--toy.tolerance=0.5"], "--toy.tolerance=0.5: choose a factor ≥ 1 of the real-vs-real floor"),
     (15, ["--averages=ema-2"], "--averages=ema-2: 'ema-2' is not an average; write ema-β (fixed decay β from the "
      "first step), ema-β-ramp (decay warmed up), power-σ (power EMA of σ_rel σ), e.g. ema-0.9999,power-0.05"),
     (15, ["--averages=ema-0.99,ema-0.99"], "--averages=ema-0.99,ema-0.99: name each average once"),
