@@ -212,7 +212,7 @@ DAY_CASES = [
     (16, ["--toy.toys=spiral"], "--toy.toys=spiral: choose some of moons, 8gaussians, checkerboard, spirals"),
     (16, ["--near=0.5"], "--near=0.5: choose a factor ≥ 1"),
     (16, ["--euler_steps=0"], "--euler_steps=0: choose step counts ≥ 1"),
-    (16, ["--toy.tolerance=0.5"], "--toy.tolerance=0.5: choose a factor ≥ 1 of the real-vs-real floor"),
+    (16, ["--toy.tolerance=0.5"], "--toy.tolerance=0.5: choose a factor ≥ 1 of the fine-grid solution's distance"),
     (15, ["--averages=ema-2"], "--averages=ema-2: 'ema-2' is not an average; write ema-β (fixed decay β from the "
      "first step), ema-β-ramp (decay warmed up), power-σ (power EMA of σ_rel σ), e.g. ema-0.9999,power-0.05"),
     (15, ["--averages=ema-0.99,ema-0.99"], "--averages=ema-0.99,ema-0.99: name each average once"),
