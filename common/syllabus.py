@@ -97,6 +97,11 @@ HEADLINES = {
     15: lambda m: "post-hoc EMA (σ_rel = {:g}): FID {:.2f}× floor; best fixed decay ({}): {:.2f}×".format(
         m["best_posthoc"]["sigma_rel"], m["best_posthoc"]["fid_ratio"], m["best_fixed"]["name"],
         m["best_fixed"]["fid_ratio"]),
+    16: lambda m: "flow, {}: FID {:.1f}× floor at {:g} calls; vs DDPM at equal training: {:.2f}× its FID at 10 "
+    "calls, {:.2f}× at 50".format(m["recommended"], m["settings"][m["recommended"]]["fid_ratio"],
+                                  m["settings"][m["recommended"]]["nfe"],
+                                  m["settings"]["euler-10"]["fid"] / m["settings"]["ddpm-10"]["fid"],
+                                  m["settings"]["euler-50"]["fid"] / m["settings"]["ddpm-50"]["fid"]),
 }
 
 

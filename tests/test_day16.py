@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from conftest import load_day, smoke_run
+from conftest import ROOT, load_day, smoke_run
 
 from common.denoisers import MixtureDenoiser
 from common.paths import uniform_grid
@@ -105,3 +105,12 @@ def test_smoke_run(tmp_path):
     assert "velocity_error" in m["toys"]["8gaussians"]["icfm"]
     for name in ("samples.npz", "samples.png", "nfe.png", "toy_trajectories.png", "toy_steps.png"):
         assert (tmp_path / name).is_file(), name
+
+
+def test_the_lessons_tables_are_the_committed_results():
+    """The README's tables are what tables.py prints from results/metrics.json, digit for digit."""
+    tables = load_day(16, "tables")
+    m = json.loads((ROOT / "day16" / "results" / "metrics.json").read_text())
+    readme = (ROOT / "day16" / "README.md").read_text()
+    for table in (tables.toys(m), tables.mnist(m), tables.aims(m)):
+        assert table in readme
