@@ -96,12 +96,13 @@ def test_resume_with_no_checkpoint_at_all_names_the_fix(tmp_path):
 # checkpoint at step 3 of every model (--keep_every=3): models before k finished, model k back at step 3
 # (with the rows its log had at the kill; a model of fewer steps not started yet), models after k never started.
 
-DAYS = {2: 6, 3: 3, 5: 4, 8: 2, 9: 2, 11: 3, 12: 2}            # day: at least this many models, one sub-folder each
+DAYS = {2: 6, 3: 3, 5: 4, 8: 2, 9: 2, 11: 3, 12: 2, 14: 2, 16: 4}  # day: at least this many models, a sub-folder each
 OVERRIDES = {3: ["--sample_every=2"],              # day 3's held-out curve gets a point before the kill, at step 2
              9: ["--classifier.steps=6", "--classifier.keep_every=3"],  # day 9's classifier has its own recipe
              11: ["--ae_train.steps=6", "--ae_train.keep_every=3",      # and day 11's autoencoder and pixel U-Net
                   "--pixel_train.steps=6", "--pixel_train.keep_every=3"],
-             12: ["--classifier.steps=6", "--classifier.keep_every=3"]}      # day 12's attribute classifier
+             12: ["--classifier.steps=6", "--classifier.keep_every=3"],     # day 12's attribute classifier
+             16: ["--toy.steps=6", "--toy.keep_every=3", "--toy.toys=moons"]}  # day 16's 2-D flows, one toy
 
 
 def train_only(monkeypatch, day: int, out, *extra):
