@@ -300,11 +300,12 @@ def parse_args(presets: dict[str, C], default_out: Path, description: str,
                argv: list[str] | None = None) -> tuple[C, RunArgs]:
     """Parse the shared command line; returns (config, run arguments). Default preset: `cpu`. Every check
     that needs no data runs here: the whole config (`validate`), the output folder, the device."""
-    example = next(iter(presets.values()))
-    keys = ", ".join(f"{k}={v!r}" for k, v in flatten(dataclasses.asdict(example)).items())
+    shown = "cpu" if "cpu" in presets else next(iter(presets))          # the values a plain run uses
+    keys = ", ".join(f"{k}={v!r}" for k, v in flatten(dataclasses.asdict(presets[shown])).items())
     parser = ArgumentParser(
         description=description, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
-        epilog=f"config keys (override with --key=value, or set them in a --config file): {keys}")
+        epilog=f"config keys with their {shown}-preset values (override with --key=value, or set them in a "
+               f"--config file): {keys}")
     parser.add_argument("--preset", default=None, choices=list(presets),
                         help="smoke: seconds (tests); cpu: minutes on 2 cores (default, unless the --config file "
                              "names one); gpu: paper scale")

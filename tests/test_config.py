@@ -299,3 +299,15 @@ def test_every_days_presets_and_ablation_variants_pass_their_checks():
                                                        *overrides]))
     validate(apply_overrides(day6.PRESETS["smoke"], list(load_day(7, "train").PRESETS["smoke"].day6_args)))
 
+
+
+def test_help_lists_the_keys_with_the_values_a_plain_run_uses(capsys):
+    """--help shows each config key with its value in the default (cpu) preset, not the first preset's."""
+    @dataclass
+    class Small:
+        steps: int = 1
+
+    with pytest.raises(SystemExit):
+        parse_args({"smoke": Small(steps=2), "cpu": Small(steps=300)}, ROOT / "out", "a day", ["--help"])
+    help_text = capsys.readouterr().out
+    assert "cpu-preset values" in help_text and "steps=300" in help_text and "steps=2" not in help_text
