@@ -112,9 +112,8 @@ def draw(sampler, denoise, noise: torch.Tensor, ts: torch.Tensor, path, cfg: Con
     return x.clamp(-1, 1), counted.calls / -(-len(noise) // batch), time.time() - start
 
 
-def settings(cfg: Config) -> dict[str, tuple]:
-    """name -> (model, sampler, grid) for every sampled setting; 'model' is "flow" or "ddpm"."""
-    ddpm_path = DiscreteVP.named(cfg.schedule, 1000)
+def settings(cfg: Config, ddpm_path: DiscreteVP) -> dict[str, tuple]:
+    """name -> (model, sampler, grid) for every sampled setting; 'model' is "flow" or "ddpm" (on ddpm_path)."""
     out = {f"euler-{n}": ("flow", euler, uniform_grid(PATH, n)) for n in cfg.euler_steps}
     out |= {f"heun-{n}": ("flow", heun, uniform_grid(PATH, n)) for n in cfg.heun_steps}
     out |= {f"dopri5-{tol:g}": ("flow", partial(dopri5, rtol=tol, atol=tol), torch.tensor([1.0, 0.0],
@@ -146,7 +145,7 @@ def main(argv=None):
     paths = {"flow": PATH, "ddpm": ddpm_path}
     noise = torch.randn(cfg.n_samples, *data.x.shape[1:], generator=torch.Generator().manual_seed(cfg.seed + 1))
     rows, samples = {}, {}
-    for name, (model, sampler, ts) in settings(cfg).items():
+    for name, (model, sampler, ts) in settings(cfg, ddpm_path).items():
         x, calls, seconds = draw(sampler, denoisers[model], noise, ts, paths[model], cfg, run.device, cfg.seed + 2,
                                  batch=250)
         scores = score_images(x, dataset=data.name, data_dir=args.data_dir)
