@@ -6,6 +6,7 @@
     psnr, ssim        per-image reconstruction scores for images in [-1, 1] (data range 2)
     rmse, spread      per-image distance, and the mean distance between several outputs for one input
     class_entropy     entropy of the mean predicted class distribution (mode coverage)
+    straightness      how far a sampler's trajectories bend away from straight lines (rectified flow)
 
 FID is biased upwards at finite sample size: two sets of real images score above zero, and the
 smaller the sets, the higher. A number is therefore only meaningful next to its sample count and
@@ -21,6 +22,8 @@ References:
     Wang, Bovik, Sheikh & Simoncelli (2004), "Image quality assessment: from error visibility to
         structural similarity", IEEE Trans. Image Processing 13(4) (SSIM).
     Efron & Tibshirani (1993), "An Introduction to the Bootstrap", Chapman & Hall.
+    Liu, Gong & Liu (2023), "Flow Straight and Fast: Learning to Generate and Transfer Data with Rectified
+        Flow", ICLR, arXiv:2209.03003 (Eq. 7, straightness).
 """
 from __future__ import annotations
 
@@ -202,3 +205,17 @@ def class_entropy(probs: torch.Tensor) -> float:
     are equally represented, 0 when every sample is called the same class (mode collapse)."""
     p_mean = probs.double().mean(dim=0)
     return float(-(p_mean * torch.log(p_mean.clamp_min(1e-12))).sum())
+
+
+def straightness(states: list[torch.Tensor], ts: torch.Tensor) -> float:
+    """S = ∫_0^1 E ‖(z_1 − z_0) − dz_t/dt‖² dt (Liu et al. 2023, Eq. 7, in our time: t = 1 noise, t = 0 data) for a
+    trajectory given as states z(ts[k]) on a fine grid from ts[0] = 1 to ts[-1] = 0: each step's velocity
+    (z_{k+1} − z_k) / (t_{k+1} − t_k) against the chord's (z_0 − z_1) / (0 − 1), the squared distance summed over
+    coordinates, averaged over points and integrated over t. 0 exactly when every path is a straight line travelled
+    at constant speed; then one Euler step is exact."""
+    z = torch.stack(states).double()                                          # (K + 1, N, ...)
+    chord = z[-1] - z[0]                                                      # z(0) − z(1): the straight move
+    dt = (ts[1:] - ts[:-1]).double()                                          # negative steps
+    speed = (z[1:] - z[:-1]) / dt.view(-1, *[1] * (z.dim() - 1))              # dz/dt on each step
+    deviation = (speed + chord).pow(2).flatten(2).sum(-1).mean(-1)            # ‖dz/dt − (−chord)‖², (K,)
+    return float((deviation * dt.abs()).sum())

@@ -18,6 +18,7 @@ References
     Song, Meng & Ermon 2021 (DDIM, Eq. 12), arXiv:2010.02502.
     Song et al. 2021 (probability-flow ODE, Eq. 13), arXiv:2011.13456.
     Karras et al. 2022 (EDM, Alg. 1: Heun with an Euler last step), arXiv:2206.00364.
+    Kutta 1901, "Beitrag zur näherungsweisen Integration totaler Differentialgleichungen" (the classical RK4).
     Dormand & Prince 1980, "A family of embedded Runge-Kutta formulae", J. Comput. Appl. Math. 6(1) (dopri5,
         through torchdiffeq: Chen et al. 2018, arXiv:1806.07366).
 """
@@ -121,6 +122,25 @@ def heun_step(denoise: Denoiser, x: Tensor, t: Tensor, s: Tensor, *, path: Affin
     return x + h * (u_t + u_s) / 2
 
 
+def rk4_step(denoise: Denoiser, x: Tensor, t: Tensor, s: Tensor, *, path: AffinePath,
+             generator: torch.Generator | None = None, **cond) -> Tensor:
+    """The classical 4th-order Runge–Kutta step: slopes k1 at t, k2 and k3 at the midpoint, k4 at s, and
+    x_s = x_t + h (k1 + 2 k2 + 2 k3 + k4) / 6 with h = s − t. The last step (s = 0) is an Euler step, as Heun's."""
+    t, s = as_t(t), as_t(s)
+    h = (s - t).to(x)
+
+    def slope(y: Tensor, r: Tensor) -> Tensor:
+        return velocity(_predict(denoise, y, r, cond), Coefficients.at(path, r, y))
+    k1 = slope(x, t)
+    if s <= 0:
+        return x + h * k1
+    mid = (t + s) / 2
+    k2 = slope(x + h / 2 * k1, mid)
+    k3 = slope(x + h / 2 * k2, mid)
+    k4 = slope(x + h * k3, s)
+    return x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+
+
 # --- samplers: a loop over a step -----------------------------------------------------------------------
 
 def _walk(step: Callable, denoise: Denoiser, x: Tensor, ts: Tensor, **kw) -> Iterator[Tensor]:
@@ -158,24 +178,33 @@ def heun(denoise, x, ts, *, path, generator=None, **cond) -> Iterator[Tensor]:
 
 
 @torch.no_grad()
+def rk4(denoise, x, ts, *, path, generator=None, **cond) -> Iterator[Tensor]:
+    """The classical Runge–Kutta method (Kutta 1901) on the probability-flow ODE, four calls a step."""
+    yield from _walk(rk4_step, denoise, x, ts, path=path, **cond)
+
+
+@torch.no_grad()
 def dopri5(denoise, x, ts, *, path, rtol=1e-3, atol=1e-3, generator=None, **cond) -> Iterator[Tensor]:
     """The probability-flow ODE solved by adaptive Dormand–Prince 5(4) steps (torchdiffeq); yields the states at
     ts[1:]. The solver picks its own steps to keep each step's error estimate below atol + rtol |x|, so the
-    network calls depend on the field: count them by wrapping `denoise`."""
+    network calls depend on the field: count them by wrapping `denoise`. Its steps land on the times of ts
+    (step_t), so it never evaluates the field beyond ts[-1] (where a DDPM schedule is not defined)."""
     from torchdiffeq import odeint  # here: only the adaptive solver needs it
 
     def drift(t: Tensor, x_t: Tensor) -> Tensor:
         return velocity(_predict(denoise, x_t, t, cond), Coefficients.at(path, t, x_t)).to(x_t.dtype)
-    yield from odeint(drift, x, ts.to(x.device), rtol=rtol, atol=atol, method="dopri5")[1:]
+    yield from odeint(drift, x, ts.to(x.device), rtol=rtol, atol=atol, method="dopri5",
+                      options={"step_t": ts})[1:]
 
 
-SAMPLERS = {"ddpm": ddpm, "ddim": ddim, "euler": euler, "heun": heun}
+SAMPLERS = {"ddpm": ddpm, "ddim": ddim, "euler": euler, "heun": heun, "rk4": rk4}
+CALLS_PER_STEP = {heun: 2, rk4: 4}  # the others: one
 
 
 def nfe(sampler: Callable, ts: Tensor) -> int:
-    """Network calls a sampler makes on the grid ts (Heun: two per step but one on the last)."""
-    steps = len(ts) - 1
-    return 2 * steps - int(as_t(ts[-1]) <= 0) if sampler is heun else steps
+    """Network calls a sampler makes on the grid ts (Heun and RK4: one call on a last step to t = 0)."""
+    calls, steps = CALLS_PER_STEP.get(sampler, 1), len(ts) - 1
+    return calls * steps - (calls - 1) * int(as_t(ts[-1]) <= 0)
 
 
 # --- many samples ---------------------------------------------------------------------------------------

@@ -78,3 +78,12 @@ def day9_smoke(tmp_path_factory) -> Path:
     result = smoke_run(9, out)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     return out
+
+
+@pytest.fixture(scope="session")
+def day16_smoke(tmp_path_factory) -> Path:
+    """One smoke run of day 16 for the whole session: its own test checks it, day 18 loads its flow (1-RF)."""
+    out = tmp_path_factory.mktemp("day16_smoke")
+    result = smoke_run(16, out)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return out

@@ -1,7 +1,7 @@
 """Day 16: the conditional velocity target is the path's derivative (finite differences); OT pairing is the optimal
 assignment (brute force) and never lengthens the batch's pairing; with the exact 8-Gaussians marginal velocity,
-Euler at many steps reproduces the mixture; straightness is zero on straight paths and π²/2 ‖w‖² on a known bent
-one; the adaptive dopri5 sampler solves a Gaussian's flow exactly; and the smoke run through the command line."""
+Euler at many steps reproduces the mixture; the adaptive dopri5 sampler solves a Gaussian's flow exactly; and the
+smoke run through the command line."""
 
 import itertools
 import json
@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from conftest import ROOT, load_day, smoke_run
+from conftest import ROOT, load_day
 
 from common.denoisers import MixtureDenoiser
 from common.paths import uniform_grid
@@ -64,18 +64,6 @@ def test_euler_with_the_exact_marginal_velocity_reproduces_the_mixture():
     assert (share - 1 / 8).abs().max() < 4 * math.sqrt(1 / 8 * 7 / 8 / 4000)
 
 
-def test_straightness_of_known_paths():
-    """Zero for points moving on straight lines at constant speed; π²/2 ‖w‖² (mean over points) for
-    z_t = (1 − t) z0 + t z1 + sin(πt) w, whose velocity deviates from the chord by π cos(πt) w."""
-    z0, z1, w = (torch.randn(50, 2, generator=gen(s), dtype=F64) for s in (10, 11, 12))
-    ts = uniform_grid(PATH, 2000)
-    straight = [(1 - t) * z0 + t * z1 for t in ts]
-    assert flows.straightness(straight, ts) < 1e-20
-    bent = [(1 - t) * z0 + t * z1 + torch.sin(math.pi * t) * w for t in ts]
-    expected = math.pi ** 2 / 2 * w.pow(2).sum(1).mean().item()
-    assert flows.straightness(bent, ts) == pytest.approx(expected, rel=1e-4)
-
-
 def test_dopri5_solves_a_gaussians_flow():
     """For data N(μ, s² I) the flow carries a standardised point along unchanged: x1 at t = 1 lands on μ + s x1.
     The adaptive sampler with the exact denoiser gets there to its tolerance, and so does Euler at many steps."""
@@ -95,16 +83,14 @@ def test_a_learned_field_is_measured_against_the_exact_one():
     assert toy.velocity_error(lambda x, t: torch.zeros_like(x), 500, gen(14)) == pytest.approx(1.0)
 
 
-def test_smoke_run(tmp_path):
-    result = smoke_run(16, tmp_path)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    m = json.loads((tmp_path / "metrics.json").read_text())
+def test_smoke_run(day16_smoke):
+    m = json.loads((day16_smoke / "metrics.json").read_text())
     assert set(m["settings"]) == {"euler-2", "heun-2", "dopri5-0.1", "ddpm-3"}
     assert m["settings"]["heun-2"]["nfe"] == 3 and m["recommended"] in m["settings"]
     assert {"icfm", "otcfm", "floor_sw"} <= set(m["toys"]["8gaussians"])
     assert "velocity_error" in m["toys"]["8gaussians"]["icfm"]
     for name in ("samples.npz", "samples.png", "nfe.png", "toy_trajectories.png", "toy_steps.png"):
-        assert (tmp_path / name).is_file(), name
+        assert (day16_smoke / name).is_file(), name
 
 
 def test_the_lessons_tables_are_the_committed_results():

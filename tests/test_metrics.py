@@ -166,3 +166,16 @@ def test_rmse_and_spread_closed_forms():
     where = torch.zeros(1, 1, 4, 4, dtype=torch.bool)
     where[..., 2:, :] = True
     assert metrics.spread(two, where) == pytest.approx(1.0)
+
+
+def test_straightness_of_known_paths():
+    """Zero for points moving on straight lines at constant speed; π²/2 ‖w‖² (mean over points) for
+    z_t = (1 − t) z0 + t z1 + sin(πt) w, whose velocity deviates from the chord by π cos(πt) w."""
+    z0, z1, w = (torch.randn(50, 2, generator=torch.Generator().manual_seed(s), dtype=torch.float64)
+                 for s in (10, 11, 12))
+    ts = torch.linspace(1, 0, 2001, dtype=torch.float64)
+    straight = [(1 - t) * z0 + t * z1 for t in ts]
+    assert metrics.straightness(straight, ts) < 1e-20
+    bent = [(1 - t) * z0 + t * z1 + torch.sin(math.pi * t) * w for t in ts]
+    expected = math.pi ** 2 / 2 * w.pow(2).sum(1).mean().item()
+    assert metrics.straightness(bent, ts) == pytest.approx(expected, rel=1e-4)

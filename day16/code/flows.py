@@ -19,7 +19,7 @@ Straightness (Liu et al. 2023, Eq. 7, in our time) of a flow z_t from noise z_1 
     S = ∫_0^1 E ‖(z_1 − z_0) − dz_t/dt‖² dt
 
 the mean squared deviation of the velocity from the chord's; S = 0 exactly when every path is a straight line
-travelled at constant speed, and then one Euler step is exact.
+travelled at constant speed, and then one Euler step is exact (common.metrics.straightness).
 
 References
     Lipman, Chen, Ben-Hamu, Nickel & Le 2023, "Flow Matching for Generative Modeling", arXiv:2210.02747.
@@ -65,15 +65,3 @@ def cfm_loss(pairing: str):
         x1 = pair(x0, torch.randn(x0.shape, generator=generator).to(x0))
         return diffusion_loss(net, x0, PATH, "velocity", generator, noise=x1)[0].mean()
     return loss_fn
-
-
-def straightness(states: list[Tensor], ts: Tensor) -> float:
-    """S for a trajectory given as states z(ts[k]) on a fine grid from ts[0] = 1 (noise) to ts[-1] = 0 (data):
-    each step's velocity (z_{k+1} − z_k) / (t_{k+1} − t_k) against the chord's (z_0 − z_1) / (0 − 1), squared
-    distance averaged over points and integrated over t."""
-    z = torch.stack(states).double()                                          # (K + 1, N, ...)
-    chord = z[-1] - z[0]                                                      # z(0) − z(1): the straight move
-    dt = (ts[1:] - ts[:-1]).double()                                          # negative steps
-    speed = (z[1:] - z[:-1]) / dt.view(-1, *[1] * (z.dim() - 1))              # dz/dt on each step
-    deviation = (speed + chord).pow(2).flatten(2).sum(-1).mean(-1)            # ‖dz/dt − (−chord)‖², (K,)
-    return float((deviation * dt.abs()).sum())

@@ -1,22 +1,23 @@
 """Day 16's 2-D experiment: I-CFM and OT-CFM from N(0, I) to three toys, and how straight each learned flow is.
 
 For every toy and pairing, a small MLP learns the velocity; from the same noise its ODE is solved by Euler steps:
-on a fine grid for the trajectories and their straightness (flows.straightness), and with 1, 2, 4, ... steps for
-the sliced Wasserstein distance to the toy against the number of steps. "Steps needed" is the fewest steps whose
-distance is within `tolerance` × that of the fine-grid solution: how many steps it takes to get (nearly) as close
-to the toy as the flow itself can. The floor is the distance between two real samples of the same size. On the
-8 Gaussians, whose exact marginal velocity is known (common.denoisers.MixtureDenoiser on the linear path), the
-learned fields are also compared with it.
+on a fine grid for the trajectories and their straightness (common.metrics.straightness), and with 1, 2, 4, ...
+steps for the sliced Wasserstein distance to the toy against the number of steps. "Steps needed" is the fewest
+steps whose distance is within `tolerance` × that of the fine-grid solution: how many steps it takes to get
+(nearly) as close to the toy as the flow itself can. The floor is the distance between two real samples of the same
+size. On the 8 Gaussians, whose exact marginal velocity is known (common.denoisers.MixtureDenoiser on the linear
+path), the learned fields are also compared with it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
 import torch
-from flows import PAIRINGS, PATH, cfm_loss, straightness
+from flows import PAIRINGS, PATH, cfm_loss
 
 from common.denoisers import MixtureDenoiser
 from common.loop import fit
+from common.metrics import straightness
 from common.nets import MLP, MLPConfig
 from common.paths import uniform_grid
 from common.predictions import Coefficients, denoiser, velocity
