@@ -102,6 +102,12 @@ HEADLINES = {
                                   m["settings"][m["recommended"]]["nfe"],
                                   m["settings"]["euler-10"]["fid"] / m["settings"]["ddpm-10"]["fid"],
                                   m["settings"]["euler-50"]["fid"] / m["settings"]["ddpm-50"]["fid"]),
+    17: lambda m: "PF-ODE, {}: FID {:.1f}× floor at {:g} calls; {:.2f} bits/dim (independent pixels {:.2f})".format(
+        m["recommended"], m["settings"][m["recommended"]]["fid_ratio"], m["settings"][m["recommended"]]["nfe"],
+        m["bits_per_dim"]["bpd"], m["bits_per_dim"]["histogram_bpd"]),
+    18: lambda m: "one step: 2-RF FID {:.0f}× floor, distilled {:.0f}×, 1-RF {:.0f}×; 1-RF at 50 steps {:.1f}×".format(
+        m["settings"]["2-rf-1"]["fid_ratio"], m["settings"]["distilled-1"]["fid_ratio"],
+        m["settings"]["1-rf-1"]["fid_ratio"], m["settings"]["1-rf-50"]["fid_ratio"]),
 }
 
 
