@@ -40,6 +40,9 @@ Inputs tried (day: arguments):
          --keep_every=7 | --posthoc=0.5 | --fid_points=9
   day 16: --pairing=ot | --dopri_tols=0 | --toy.toys=spiral | --near=0.5 | --euler_steps=0 |
          --toy.tolerance=0.5
+  day 17: --grid=karras | --rk4_steps=0 | --ddpm_steps= | --toy.order_steps=8 | --toy.t0=0 | --probes=0 |
+         --day6_args=steps=3
+  day 18: --euler_steps=4,8 | --toy.rounds=1 | --n_pairs=0 | --fine_steps=1 | --day16_args=steps=3
   evaluate: no arguments | a missing file | an empty .npz | a truncated .npz | an .npz of zero samples |
          an .npz of 3 samples | float .npy with a NaN | float .npy with an inf | an empty .npy |
          a .npy under an .npz name | an .npz under a .npy name | --out FOLDER | --out FILE/scores.json |
@@ -213,6 +216,18 @@ DAY_CASES = [
     (16, ["--near=0.5"], "--near=0.5: choose a factor ≥ 1"),
     (16, ["--euler_steps=0"], "--euler_steps=0: choose step counts ≥ 1"),
     (16, ["--toy.tolerance=0.5"], "--toy.tolerance=0.5: choose a factor ≥ 1 of the fine-grid solution's distance"),
+    (17, ["--grid=karras"], "--grid=karras: choose one of uniform, edm"),
+    (17, ["--rk4_steps=0"], "--rk4_steps=0: choose step counts ≥ 1"),
+    (17, ["--ddpm_steps="], "--ddpm_steps=: sample the SDE at least once (the comparison needs it)"),
+    (17, ["--toy.order_steps=8"], "--toy.order_steps=8: choose two or more step counts ≥ 1 (a slope needs two points)"),
+    (17, ["--toy.t0=0"], "--toy.t0=0.0: choose a small time in (0, 1), e.g. 1e-3"),
+    (17, ["--probes=0"], "--probes=0: choose 1 or more"),
+    (17, ["--day6_args=steps=3"], "--day6_args=steps=3: write day 6's options as --key=value, separated by commas"),
+    (18, ["--euler_steps=4,8"], "--euler_steps=4,8: include 1 and 2 (the saved samples), all ≥ 1"),
+    (18, ["--toy.rounds=1"], "--toy.rounds=1: choose 2 or more (1-RF and at least one reflow)"),
+    (18, ["--n_pairs=0"], "--n_pairs=0: choose 1 or more"),
+    (18, ["--fine_steps=1"], "--fine_steps=1: choose 2 or more"),
+    (18, ["--day16_args=steps=3"], "--day16_args=steps=3: write day 16's options as --key=value, separated by commas"),
     (15, ["--averages=ema-2"], "--averages=ema-2: 'ema-2' is not an average; write ema-β (fixed decay β from the "
      "first step), ema-β-ramp (decay warmed up), power-σ (power EMA of σ_rel σ), e.g. ema-0.9999,power-0.05"),
     (15, ["--averages=ema-0.99,ema-0.99"], "--averages=ema-0.99,ema-0.99: name each average once"),

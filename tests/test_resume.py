@@ -96,7 +96,8 @@ def test_resume_with_no_checkpoint_at_all_names_the_fix(tmp_path):
 # checkpoint at step 3 of every model (--keep_every=3): models before k finished, model k back at step 3
 # (with the rows its log had at the kill; a model of fewer steps not started yet), models after k never started.
 
-DAYS = {2: 6, 3: 3, 5: 4, 8: 2, 9: 2, 11: 3, 12: 2, 14: 2, 16: 4}  # day: at least this many models, a sub-folder each
+# day: at least this many models, a sub-folder each
+DAYS = {2: 6, 3: 3, 5: 4, 8: 2, 9: 2, 11: 3, 12: 2, 14: 2, 16: 4, 18: 4}
 OVERRIDES = {3: ["--sample_every=2"],              # day 3's held-out curve gets a point before the kill, at step 2
              9: ["--classifier.steps=6", "--classifier.keep_every=3"],  # day 9's classifier has its own recipe
              11: ["--ae_train.steps=6", "--ae_train.keep_every=3",      # and day 11's autoencoder and pixel U-Net
@@ -128,7 +129,10 @@ def kill_inside(reference, out, parts, k: int) -> None:
 
 
 @pytest.mark.parametrize("day", list(DAYS))
-def test_a_day_killed_inside_each_phase_resumes_to_the_uninterrupted_run(day, tmp_path, monkeypatch, one_thread):
+def test_a_day_killed_inside_each_phase_resumes_to_the_uninterrupted_run(day, tmp_path, monkeypatch, one_thread,
+                                                                         request):
+    if day == 18:  # day 18 starts from day 16's flow: the session's smoke run of day 16, not one of its own
+        monkeypatch.setitem(OVERRIDES, 18, [f"--day16_results={request.getfixturevalue('day16_smoke')}"])
     train_only(monkeypatch, day, tmp_path / "reference")
     parts = trained_models(tmp_path / "reference")
     assert len(parts) >= DAYS[day]
