@@ -199,6 +199,17 @@ def trajectories2d(
     _save_figure(fig, path)
 
 
+def draw_trajectories(ax, states: list[torch.Tensor], title: str, n_show: int = 48, lim: float = 3.5) -> None:
+    """One panel of a grid of 2-D flows: every start (blue) and end (red), and the paths of the first n_show points
+    (grey). `states` is the list a sampler yields, each (n, 2), states[0] the noise."""
+    z = torch.stack([s.detach() for s in states]).float().cpu().numpy()       # (K + 1, n, 2)
+    ax.plot(z[:, :n_show, 0], z[:, :n_show, 1], color="grey", lw=0.6, alpha=0.6)
+    ax.scatter(*z[0].T, s=1, color="tab:blue", alpha=0.3, rasterized=True)
+    ax.scatter(*z[-1].T, s=1, color="tab:red", alpha=0.5, rasterized=True)
+    ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", xticks=[], yticks=[])
+    ax.set_title(title, fontsize=9)
+
+
 def vector_field(
     fn: Callable[[torch.Tensor], torch.Tensor],
     path,

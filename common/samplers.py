@@ -207,6 +207,17 @@ def nfe(sampler: Callable, ts: Tensor) -> int:
     return calls * steps - (calls - 1) * int(as_t(ts[-1]) <= 0)
 
 
+class Counted:
+    """A denoiser that counts its network calls: an adaptive solver decides how many it makes."""
+
+    def __init__(self, denoise: Denoiser):
+        self.denoise, self.calls = denoise, 0
+
+    def __call__(self, x: Tensor, t: Tensor, **cond) -> Pair:
+        self.calls += 1
+        return self.denoise(x, t, **cond)
+
+
 # --- many samples ---------------------------------------------------------------------------------------
 
 def last(states: Iterator[Tensor]) -> Tensor:

@@ -14,6 +14,7 @@ from common.denoisers import MixtureDenoiser
 from common.paths import DiscreteVP, Linear, VPCosine, edm_grid, uniform_grid
 from common.predictions import Coefficients, clipped, denoiser, velocity
 from common.samplers import (
+    Counted,
     ddim,
     ddim_step,
     ddpm,
@@ -173,20 +174,14 @@ def test_ddim_eta0_on_the_straight_path_is_euler(grid):
 
 def test_nfe_counts_network_calls():
     path = VPCosine()
-    calls = []
-    base = exact_8g(path)
-
-    def counting(xt, t):
-        calls.append(1)
-        return base(xt, t)
     x1 = torch.randn(4, 2, generator=gen(7), dtype=F64)
     per_step = {heun: 2, rk4: 4}
     for sampler in (ddpm, ddim, euler, heun, rk4):
         for ts in (uniform_grid(path, 7), torch.linspace(1, 1e-3, 8, dtype=F64)):
-            calls.clear()
+            counting = Counted(exact_8g(path))
             last(sampler(counting, x1, ts, path=path, generator=gen(8)))
             k = per_step.get(sampler, 1)
-            assert len(calls) == nfe(sampler, ts) == 7 * k - (k - 1) * int(ts[-1] == 0), sampler
+            assert counting.calls == nfe(sampler, ts) == 7 * k - (k - 1) * int(ts[-1] == 0), sampler
 
 
 def test_bad_options_are_user_errors():

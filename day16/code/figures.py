@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 
-from common.plotting import DPI
+from common.plotting import DPI, draw_trajectories
 import matplotlib.pyplot as plt  # after common.plotting, which selects the file-only backend
 
 NAMES = {"icfm": "I-CFM", "otcfm": "OT-CFM"}
@@ -34,13 +33,8 @@ def plot_toy_trajectories(trajectories: dict, path: Path, n_show: int = 48, lim:
     fig, axes = plt.subplots(len(pairings), len(toys), figsize=(3.2 * len(toys), 3.2 * len(pairings)),
                              squeeze=False)
     for (toy, pairing), states in trajectories.items():
-        ax = axes[pairings.index(pairing), toys.index(toy)]
-        z = torch.stack(states).float().numpy()                                   # (K + 1, N, 2)
-        ax.plot(z[:, :n_show, 0], z[:, :n_show, 1], color="grey", lw=0.6, alpha=0.6)
-        ax.scatter(*z[0].T, s=1, color="tab:blue", alpha=0.3, rasterized=True)
-        ax.scatter(*z[-1].T, s=1, color="tab:red", alpha=0.5, rasterized=True)
-        ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", xticks=[], yticks=[])
-        ax.set_title(f"{toy}, {NAMES.get(pairing, pairing)}", fontsize=9)
+        title = f"{toy}, {NAMES.get(pairing, pairing)}"
+        draw_trajectories(axes[pairings.index(pairing), toys.index(toy)], states, title, n_show, lim)
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
     plt.close(fig)
 

@@ -33,7 +33,7 @@ from common.paths import DiscreteVP, uniform_grid
 from common.plotting import save_grid
 from common.predictions import clipped, denoiser
 from common.run import Run, write_metrics
-from common.samplers import ddpm, dopri5, euler, heun, sample_batched
+from common.samplers import Counted, ddpm, dopri5, euler, heun, sample_batched
 from common.samples import save_samples_npz
 from common.training import TrainConfig
 
@@ -89,17 +89,6 @@ PRESETS = {
                   euler_steps=(4, 10, 20, 50, 100), heun_steps=(5, 10, 25, 50), dopri_tols=(1e-2, 1e-3, 1e-5),
                   ddpm_steps=(10, 50, 1000), toy=ToyConfig(steps=20_000, batch_size=1024, n_eval=10_000)),
 }
-
-
-class Counted:
-    """A denoiser that counts its network calls (an adaptive solver decides how many it makes)."""
-
-    def __init__(self, denoise):
-        self.denoise, self.calls = denoise, 0
-
-    def __call__(self, x, t, **cond):
-        self.calls += 1
-        return self.denoise(x, t, **cond)
 
 
 def draw(sampler, denoise, noise: torch.Tensor, ts: torch.Tensor, path, cfg: Config, device, seed: int,

@@ -38,7 +38,7 @@ from common.paths import edm_grid, uniform_grid
 from common.plotting import panel, save_grid
 from common.predictions import denoiser
 from common.run import ROOT, Run, earlier_checkpoint, write_metrics
-from common.samplers import ddpm, dopri5, euler, euler_step, heun, nfe, rk4, sample_batched
+from common.samplers import Counted, ddpm, dopri5, euler, euler_step, heun, nfe, rk4, sample_batched
 from common.samples import quantize, save_samples_npz
 
 DAY = Path(__file__).resolve().parents[1]
@@ -105,17 +105,6 @@ PRESETS = {
 
 
 # --- sampling ------------------------------------------------------------------------------------------------
-
-class Counted:
-    """A denoiser that counts its network calls (an adaptive solver decides how many it makes)."""
-
-    def __init__(self, denoise):
-        self.denoise, self.calls = denoise, 0
-
-    def __call__(self, x, t, **cond):
-        self.calls += 1
-        return self.denoise(x, t, **cond)
-
 
 @torch.no_grad()
 def dopri5_to_data(denoise, x, ts, *, path, rtol, atol, generator=None):

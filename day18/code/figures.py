@@ -3,9 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
-from common.plotting import DPI
+from common.plotting import DPI, draw_trajectories
 import matplotlib.pyplot as plt  # after common.plotting, which selects the file-only backend
 
 
@@ -32,12 +30,6 @@ def plot_toy_trajectories(trajectories: dict, path: Path, n_show: int = 64, lim:
     fig, axes = plt.subplots(len(toys), len(rounds), figsize=(3.2 * len(rounds), 3.2 * len(toys)), squeeze=False)
     for i, toy in enumerate(toys):
         for j, k in enumerate(rounds):
-            ax = axes[i, j]
-            z = torch.stack(trajectories[toy][k]).float().numpy()                  # (K + 1, N, 2)
-            ax.plot(z[:, :n_show, 0], z[:, :n_show, 1], color="grey", lw=0.6, alpha=0.7)
-            ax.scatter(*z[0].T, s=1, color="tab:blue", alpha=0.3, rasterized=True)
-            ax.scatter(*z[-1].T, s=1, color="tab:red", alpha=0.5, rasterized=True)
-            ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", xticks=[], yticks=[])
-            ax.set_title(f"{toy}, {k}-rectified flow", fontsize=9)
+            draw_trajectories(axes[i, j], trajectories[toy][k], f"{toy}, {k}-rectified flow", n_show, lim)
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
     plt.close(fig)
