@@ -22,7 +22,7 @@ def toys(m: dict) -> str:
             if name == "floor_sw":
                 continue
             distances = " | ".join(f"{row['sw'][n]:.3f}" for n in steps)
-            out.append(f"| {toy} (floor {r['floor_sw']:.3f}) | {NAMES[name]} | {row['straightness']:.3f} | "
+            out.append(f"| {toy} (floor {r['floor_sw']:.3f}) | {NAMES[name]} | {row['straightness']:.4f} | "
                        f"{row['coupling_cost']:.3f} | {distances} | {row['sw_fine']:.3f} |")
     return "\n".join(out)
 
