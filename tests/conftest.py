@@ -1,5 +1,6 @@
 """Helpers shared by the test files: loading a day's scripts, and one torch thread for small tensors."""
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +9,14 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (pyproject's `-n 2`) each worker has one core: one torch thread, and so for the smoke runs
+    it starts (they inherit OMP_NUM_THREADS). Two threads per worker would oversubscribe the two cores."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
 
 
 def load_script(path: Path, name: str | None = None):
@@ -61,29 +70,28 @@ def smoke_run(day: int, out: Path, *args: str) -> subprocess.CompletedProcess:
                            *args], cwd=ROOT, capture_output=True, text=True, timeout=HANG_TIMEOUT)
 
 
+def session_smoke(tmp_path_factory, day: int, *args: str) -> Path:
+    """A smoke run of day `day` in a folder of the session's own, checked to have succeeded."""
+    out = tmp_path_factory.mktemp(f"day{day:02d}_smoke")
+    result = smoke_run(day, out, *args)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return out
+
+
 @pytest.fixture(scope="session")
 def day6_smoke(tmp_path_factory) -> Path:
     """One smoke run of day 6 for the whole session, keeping its checkpoints at steps 10, 20 and 30: its own test
-    checks it, later days (7, 10, 13) load its checkpoints instead of training their own."""
-    out = tmp_path_factory.mktemp("day06_smoke")
-    result = smoke_run(6, out, "--keep_every=10")
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    return out
+    checks it, later days (7, 10, 13, 17) load its checkpoints instead of training their own."""
+    return session_smoke(tmp_path_factory, 6, "--keep_every=10")
 
 
 @pytest.fixture(scope="session")
 def day9_smoke(tmp_path_factory) -> Path:
     """One smoke run of day 9 for the whole session (its class-conditional U-Net is unet/checkpoint.pt)."""
-    out = tmp_path_factory.mktemp("day09_smoke")
-    result = smoke_run(9, out)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    return out
+    return session_smoke(tmp_path_factory, 9)
 
 
 @pytest.fixture(scope="session")
 def day16_smoke(tmp_path_factory) -> Path:
     """One smoke run of day 16 for the whole session: its own test checks it, day 18 loads its flow (1-RF)."""
-    out = tmp_path_factory.mktemp("day16_smoke")
-    result = smoke_run(16, out)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    return out
+    return session_smoke(tmp_path_factory, 16)

@@ -132,7 +132,8 @@ def kill_inside(reference, out, parts, k: int) -> None:
 def test_a_day_killed_inside_each_phase_resumes_to_the_uninterrupted_run(day, tmp_path, monkeypatch, one_thread,
                                                                          request):
     if day == 18:  # day 18 starts from day 16's flow: the session's smoke run of day 16, not one of its own
-        monkeypatch.setitem(OVERRIDES, 18, [f"--day16_results={request.getfixturevalue('day16_smoke')}"])
+        monkeypatch.setitem(OVERRIDES, 18, ["--toy.steps=6", "--toy.keep_every=3",
+                                            f"--day16_results={request.getfixturevalue('day16_smoke')}"])
     train_only(monkeypatch, day, tmp_path / "reference")
     parts = trained_models(tmp_path / "reference")
     assert len(parts) >= DAYS[day]
