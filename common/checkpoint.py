@@ -60,9 +60,14 @@ def build_model(ckpt: dict, ema: bool = True) -> nn.Module:
     return model.eval()
 
 
-def load_model(path: Path | str, device: torch.device | str = "cpu", ema: bool = True) -> tuple[nn.Module, dict]:
-    """The (EMA) network of the checkpoint at `path`, on `device`, and the checkpoint itself."""
+def load_model(path: Path | str, device: torch.device | str = "cpu", ema: bool = True,
+               finished: bool = False) -> tuple[nn.Module, dict]:
+    """The (EMA) network of the checkpoint at `path`, on `device`, and the checkpoint itself. `finished`: refuse a
+    run that has not reached its last step."""
     ckpt = load_checkpoint(path)
+    if finished and ckpt["step"] < ckpt["config"]["steps"]:
+        raise UserError(f"{path} is at step {ckpt['step']} of {ckpt['config']['steps']}: its run is still training "
+                        "(wait for it, or finish it with --resume)")
     return build_model(ckpt, ema).to(device), ckpt
 
 
@@ -72,10 +77,7 @@ def load_ddpm(path: Path | str, device: torch.device | str = "cpu", finished: bo
     from common.paths import DiscreteVP  # here: paths and predictions build on nets, not on us
     from common.predictions import clipped, denoiser
 
-    model, ckpt = load_model(path, device)
+    model, ckpt = load_model(path, device, finished=finished)
     c = ckpt["config"]
-    if finished and ckpt["step"] < c["steps"]:
-        raise UserError(f"{path} is at step {ckpt['step']} of {c['steps']}: its run is still training "
-                        "(wait for it, or finish it with --resume)")
     vp = DiscreteVP.named(c["schedule"], c["n_steps"])
     return model, clipped(denoiser(model, c["prediction"], vp), vp), vp, ckpt

@@ -122,6 +122,11 @@ def test_checkpoint_is_self_describing_and_reloads(tmp_path):
     x, t = torch.randn(5, 2), torch.rand(5)
     assert torch.equal(rebuilt(x, t), ema(x, t))
     assert not list(tmp_path.glob("*.tmp"))  # written atomically
+    load_model(tmp_path / "checkpoint.pt", finished=True)                  # at its last step: accepted
+    ckpt["step"] = 3                                                       # as a run still training leaves it
+    torch.save(ckpt, tmp_path / "unfinished.pt")
+    with pytest.raises(UserError, match="is at step 3 of 4: its run is still training"):
+        load_model(tmp_path / "unfinished.pt", finished=True)
 
 
 def test_corrupted_and_foreign_checkpoints_are_one_line_errors(tmp_path):

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from common.checkpoint import load_ddpm
 from common.config import cli, parse_args
 from common.data import load_images
-from common.evaluator import load_evaluator, score_images, unconfident
+from common.evaluator import evaluator_for, load_evaluator, score_images, unconfident
 from common.paths import edm_grid, uniform_grid
 from common.plotting import panel, save_grid
 from common.predictions import denoiser
@@ -150,10 +150,9 @@ def sample_all(denoise, path, noise: torch.Tensor, cfg: Config, run, data_dir) -
 def agreement(samples: dict, reference: str, dataset: str) -> dict | None:
     """Share of noises whose sample gets the evaluator's same class as the reference setting's (None: no
     evaluator); chance is about the sum of the squared class shares, ~0.1 for ten balanced classes."""
-    try:
-        ev = load_evaluator(dataset)
-    except Exception:  # no evaluator for this dataset: nothing to compare
+    if evaluator_for(dataset) is None:
         return None
+    ev = load_evaluator(dataset)
     labels = {k: ev.probs(quantize(x)).argmax(1) for k, x in samples.items()}
     ref = labels[reference]
     share = torch.bincount(ref, minlength=10).double() / len(ref)

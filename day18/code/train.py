@@ -24,7 +24,7 @@ from reflow import PATH, coupling_cost, distill_loss, paired_loss, reflow_pairs,
 from toy import ToyConfig, run_toys
 
 from common.checkpoint import load_model
-from common.config import UserError, cli, parse_args
+from common.config import cli, parse_args
 from common.evaluator import score_images, unconfident
 from common.loop import fit
 from common.metrics import straightness
@@ -113,10 +113,7 @@ def main(argv=None):
     # --- 2. MNIST: 1-RF is day 16's flow
     ckpt_path = earlier_checkpoint(16, cfg.day16_results, run, args.device, args.data_dir, cfg.day16_args,
                                    file="flow/checkpoint.pt", by="day 18")
-    rf1, ckpt = load_model(ckpt_path, run.device)
-    if ckpt["step"] < ckpt["config"]["steps"]:
-        raise UserError(f"{ckpt_path} is at step {ckpt['step']} of {ckpt['config']['steps']}: finish day 16's run "
-                        "with --resume first")
+    rf1, ckpt = load_model(ckpt_path, run.device, finished=True)
     run.dataset = ckpt["dataset"]
     shape = (rf1.cfg.in_channels, rf1.cfg.image_size, rf1.cfg.image_size)
     parts = {"2-rf": run.part("2rf"), "distill": run.part("distill")}
