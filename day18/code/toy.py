@@ -65,12 +65,12 @@ def rectify(toy: str, cfg: ToyConfig, run, seed: int, g: torch.Generator) -> tup
     target, other = sample_toy(toy, cfg.n_eval, g), sample_toy(toy, cfg.n_eval, g)
     x1 = torch.randn(cfg.n_eval, 2, generator=g)
     rows = {"floor_sw": round(sliced_wasserstein(target, other, generator=torch.Generator().manual_seed(0)), 4)}
-    trajectories, model = {}, MLP(cfg.mlp)
+    trajectories = {}
     train_cfg = replace(cfg, sample_every=0, bf16=False)
     for k in range(1, cfg.rounds + 1):
-        torch.manual_seed(seed + k)
+        torch.manual_seed(seed + k)         # the first round's initial weights (later rounds start from the last)
         if k == 1:
-            model = fit(model, independent_loss, data, None, train_cfg, run.part(f"toy_{toy}_1rf"))[1]
+            model = fit(MLP(cfg.mlp), independent_loss, data, None, train_cfg, run.part(f"toy_{toy}_1rf"))[1]
         else:  # pairs from round k − 1's ODE, fresh noise; round k starts from round k − 1's weights
             noise = torch.randn(cfg.n_pairs, 2, generator=g)
             pairs = reflow_pairs(denoiser(model, "velocity", PATH), noise, cfg.pair_steps, bf16=False)
