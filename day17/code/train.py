@@ -55,7 +55,7 @@ class Config:
     euler_steps: tuple[int, ...] = (10, 20, 50)      # one call a step
     heun_steps: tuple[int, ...] = (5, 10, 25)        # 2 n − 1 calls (the last step is Euler's)
     rk4_steps: tuple[int, ...] = (3, 5, 13)          # 4 n − 3 calls
-    dopri_tols: tuple[float, ...] = (1e-2, 1e-3)     # rtol = atol of the adaptive solver
+    dopri_tols: tuple[float, ...] = (1e-2, 1e-3, 1e-4)   # rtol = atol of the adaptive solver
     ddpm_steps: tuple[int, ...] = (10, 20, 50)       # the ancestral sampler (reverse SDE), one call a step
     n_samples: int = 1000                # samples per setting, all from the same noises
     near: float = 1.1                    # recommended setting: FID within near × the best ODE setting's
