@@ -2,7 +2,8 @@
 
     model, ema = fit(model, loss_fn, data.x, data.y, cfg, run, on_sample)
 
-`loss_fn(model, x0, y, generator) -> scalar` is the day's sentence; everything else is here. What makes
+`loss_fn(model, x0, y, generator) -> scalar` is the day's sentence; everything else is here. A loss with a
+curriculum (day 19's discretisation) takes a `step` keyword as well, and is given the step it trains. What makes
 the loop trustworthy:
   * every step's batch and noise come from generators seeded by (seed, step, rank), so a run killed
     and continued with `--resume` computes exactly what an uninterrupted run computes; the checkpoint also
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import inspect
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -123,8 +125,9 @@ def train_step(net, model, opt, loss_fn, x0, y, step, cfg, run) -> tuple[Tensor,
     """One optimiser step: LR schedule, bf16 autocast forward, backward, clipping."""
     for group in opt.param_groups:
         group["lr"] = lr_at(step, cfg)
+    at = {"step": step} if "step" in inspect.signature(loss_fn).parameters else {}
     with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-        loss = loss_fn(net, x0, y, step_generator(cfg.seed, step, rank_world()[0]))
+        loss = loss_fn(net, x0, y, step_generator(cfg.seed, step, rank_world()[0]), **at)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))

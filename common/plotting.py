@@ -121,6 +121,21 @@ def plot_curves(
     _save_figure(fig, path)
 
 
+def plot_fid_vs_calls(rows: dict[str, dict], path, title: str, xlabel: str = "network calls per sample") -> None:
+    """FID / floor against network calls, log-log, one line per model: rows {setting: {"model", "nfe",
+    "fid_ratio", ...}} as the days' metrics.json hold them. A model sampled at one setting is a star."""
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for model in dict.fromkeys(r["model"] for r in rows.values()):
+        points = sorted((r["nfe"], r["fid_ratio"]) for r in rows.values()
+                        if r["model"] == model and r["fid_ratio"] is not None)
+        if points:
+            ax.plot(*zip(*points), "o-" if len(points) > 1 else "*", ms=6 if len(points) > 1 else 12, label=model)
+    ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel="FID / floor", title=title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    _save_figure(fig, path)
+
+
 def _read_loss_csv(csv_path) -> tuple[np.ndarray, np.ndarray]:
     with open(csv_path, newline="") as f:
         rows = list(csv.DictReader(f))

@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from common.config import UserError
-from common.paths import AffinePath, as_t
+from common.paths import AffinePath, as_t, broadcast
 from common.predictions import Coefficients, Pair, velocity
 
 Tensor = torch.Tensor
@@ -101,9 +101,10 @@ def ddim_step(denoise: Denoiser, x: Tensor, t: Tensor, s: Tensor, *, path: Affin
 
 def euler_step(denoise: Denoiser, x: Tensor, t: Tensor, s: Tensor, *, path: AffinePath,
                generator: torch.Generator | None = None, **cond) -> Tensor:
-    """x_s = x_t + (s − t) u(x_t, t) on the probability-flow ODE dx/dt = d_alpha x̂0 + d_sigma ε̂."""
+    """x_s = x_t + (s − t) u(x_t, t) on the probability-flow ODE dx/dt = d_alpha x̂0 + d_sigma ε̂. t and s may be
+    (B,) tensors: each sample its own step (day 19's consistency distillation)."""
     u = velocity(_predict(denoise, x, t, cond), Coefficients.at(path, t, x))
-    return x + (as_t(s) - as_t(t)).to(x) * u
+    return x + broadcast(as_t(s) - as_t(t), x) * u
 
 
 def heun_step(denoise: Denoiser, x: Tensor, t: Tensor, s: Tensor, *, path: AffinePath,

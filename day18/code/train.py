@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
-from figures import plot_fid, plot_toy_trajectories
+from figures import plot_toy_trajectories
 from reflow import PATH, coupling_cost, distill_loss, paired_loss, reflow_pairs, trainable_copy
 from toy import ToyConfig, run_toys
 
@@ -29,7 +29,7 @@ from common.evaluator import score_images, unconfident
 from common.loop import fit
 from common.metrics import straightness
 from common.paths import uniform_grid
-from common.plotting import panel, save_grid
+from common.plotting import panel, plot_fid_vs_calls, save_grid
 from common.predictions import denoiser
 from common.run import ROOT, Run, earlier_checkpoint, write_metrics
 from common.samplers import euler, sample_batched
@@ -157,7 +157,8 @@ def main(argv=None):
     doubted = unconfident(samples["2-rf-1"][:100], run.dataset)
     save_grid(samples["2-rf-1"][:100], out / "samples.png", nrow=10, marked=doubted)
     panel([list(samples[k][: cfg.n_show]) for k in rows], out / "same_noise.png", row_labels=list(rows))
-    plot_fid(rows, out / "fid_vs_nfe.png")
+    plot_fid_vs_calls(rows, out / "fid_vs_nfe.png", "MNIST: rectified flows against steps",
+                      "network calls per sample (Euler steps)")
     plot_toy_trajectories(trajectories, out / "toy_trajectories.png")
     reference = f"1-rf-{max(cfg.euler_steps)}"
     aim = {"fid_2rf_1step_over_1rf": round(rows["2-rf-1"]["fid"] / rows[reference]["fid"], 3),
