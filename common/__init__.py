@@ -32,6 +32,7 @@ Modules
     checkpoint checkpoint files (atomic write, safe read) and rebuilding a network from one
     run        a run's bookkeeping: process group and device, OUT/config.yaml, metrics.json
     syllabus   the root README's table of days, each implemented day's row read from its metrics.json
+    leaderboard  the root README's table of every image generator's settings, ranked by FID / floor
     plotting   grids, GIFs, curves, 2-D scatter/trajectory/vector-field plots
     evaluator, metrics, samples, evaluate   the one evaluation protocol
 """

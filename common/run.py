@@ -25,10 +25,11 @@ import torch
 import torch.distributed as dist
 
 from common.config import RunArgs, UserError, to_dict, to_yaml
+from common.leaderboard import refresh_leaderboard
 from common.syllabus import refresh_row
 from common.tracking import NOT_TRACKED, Tracker, open_tracker
 
-# What a run writes, not what it runs: earlier days' fresh results and the README's syllabus row (common.syllabus)
+# What a run writes, not what it runs: earlier days' fresh results and the README's syllabus row and leaderboard
 # do not make the code "dirty".
 OUTPUTS = (":(top,exclude,glob)day*/results/**", ":(top,exclude,glob)**/*.md")
 
@@ -170,4 +171,5 @@ def write_metrics(out: Path, metrics: dict, cfg, run: Run, wall_s: float) -> dic
     run.tracker.summary({k: v for k, v in record.items() if k != "config"})
     run.tracker.close()
     refresh_row(out)  # a run into its day's own results/ refreshes that row of the root README's table
+    refresh_leaderboard(out)  # ... and the README's leaderboard, where that day's settings may now rank elsewhere
     return record

@@ -173,15 +173,32 @@ def render(root: Path, readme: str) -> str:
     return f"{head}{BEGIN}\n{table(root, old)}\n{END}{tail}"
 
 
-def refresh_row(out: Path) -> None:
-    """If `out` is dayNN/results of a checkout whose README.md has the table, rewrite day NN's row in it (its tick
-    kept). Any other folder: nothing. The README is replaced atomically, so no reader sees half a file."""
+def day_results(out: Path) -> tuple[Path, int] | None:
+    """(root, NN) when `out` is dayNN/results of a checkout `root` with a README.md, else None: the one folder
+    whose run may rewrite the root README (common.run.write_metrics), so that runs anywhere else touch nothing."""
     out = Path(out).resolve()
     root, match = out.parent.parent, re.fullmatch(r"day(\d\d)", out.parent.name)
-    readme = root / "README.md"
-    if out.name != "results" or not match or int(match[1]) not in SYLLABUS or not readme.is_file():
+    if out.name != "results" or not match or not (root / "README.md").is_file():
+        return None
+    return root, int(match[1])
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace the file `path` by `text` in one step, so no reader ever sees half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def refresh_row(out: Path) -> None:
+    """If `out` is dayNN/results of a checkout whose README.md has the table, rewrite day NN's row in it (its tick
+    kept). Any other folder: nothing."""
+    found = day_results(out)
+    if found is None or found[1] not in SYLLABUS:
         return
-    day, text = int(match[1]), readme.read_text()
+    root, day = found
+    readme = root / "README.md"
+    text = readme.read_text()
     head, begin, rest = text.partition(BEGIN)
     block, end, tail = rest.partition(END)
     if not begin or not end:
@@ -190,6 +207,4 @@ def refresh_row(out: Path) -> None:
              for line in block.split("\n")]
     new = head + begin + "\n".join(lines) + end + tail
     if new != text:
-        tmp = readme.with_name(f".{readme.name}.{os.getpid()}.tmp")
-        tmp.write_text(new)
-        os.replace(tmp, readme)
+        write_atomically(readme, new)
