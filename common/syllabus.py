@@ -108,6 +108,10 @@ HEADLINES = {
     18: lambda m: "one step: 2-RF FID {:.0f}× floor, distilled {:.0f}×, 1-RF {:.0f}×; 1-RF at 50 steps {:.1f}×".format(
         m["settings"]["2-rf-1"]["fid_ratio"], m["settings"]["distilled-1"]["fid_ratio"],
         m["settings"]["1-rf-1"]["fid_ratio"], m["settings"]["1-rf-50"]["fid_ratio"]),
+    19: lambda m: "CD 1 step FID {:.0f}× floor, 2 steps {:.0f}×; CT {:.0f}× / {:.0f}×; teacher at 50 {:.1f}×".format(
+        *(m["settings"][k]["fid_ratio"] for k in ("cd-1", "cd-2", "ct-1", "ct-2", "teacher-50"))),
+    20: lambda m: "4-step student FID {:.1f}× floor vs DDIM-4 {:.1f}×; 1 step {:.0f}× vs {:.0f}×".format(
+        *(m["settings"][k]["fid_ratio"] for k in ("student-4", "ddim-4", "student-1", "ddim-1"))),
 }
 
 
