@@ -176,8 +176,43 @@ def day18(m: dict, root: Path) -> list[Entry]:
                    n=m["config"]["n_samples"]) for s in m["settings"].values()]
 
 
+def day19(m: dict, root: Path) -> list[Entry]:
+    """Consistency models: CD fine-tuned from day 16's flow (whose own Euler rows are day 16's), CT from scratch."""
+    teacher = trained_seconds(root, m["day16_checkpoint"]["path"])
+    train = {"cd": (teacher, m["cost"]["train_seconds"]["cd"]), "ct": (m["cost"]["train_seconds"]["ct"],)}
+    names = {"cd": "consistency distillation", "ct": "consistency training"}
+    return [scored(19, names[s["model"]], m, s, s["nfe"], s["seconds_per_sample"], train[s["model"]],
+                   n=m["config"]["n_samples"]) for s in m["settings"].values() if s["model"] in names]
+
+
+def day20(m: dict, root: Path) -> list[Entry]:
+    """Day 6's model under DDIM (day 10's rows cover it too), and the students of progressive distillation: each
+    student's cost is day 6's training and every stage up to it."""
+    teacher = trained_seconds(root, m["day6_checkpoint"]["path"])
+    stages = sorted(((int(n), s) for n, s in m["cost"]["stage_train_seconds"].items()), reverse=True)
+    return [scored(20, "progressive distillation, DDIM", m, s, s["nfe"], s["seconds_per_sample"],
+                   (teacher, sum(sec for n, sec in stages if n >= s["nfe"])), n=m["config"]["n_samples"])
+            for s in m["settings"].values() if s["model"] == "progressive distillation"]
+
+
+def day21(m: dict, root: Path) -> list[Entry]:
+    """The denoising diffusion GAN at its 4 steps (day 6's DDIM and DDPM rows are days 10 and 6's)."""
+    return [scored(21, "denoising diffusion GAN", m, s, s["nfe"], s["seconds_per_sample"],
+                   (m["cost"]["train_seconds"],), n=m["config"]["n_samples"])
+            for s in m["settings"].values() if s["model"] == "ddgan"]
+
+
+def day22(m: dict, root: Path) -> list[Entry]:
+    """Class-conditional flow matching, 100 samples per class: the U-Net and every DiT of the three studies."""
+    n = 10 * m["config"]["per_class"]
+    return [scored(22, "class-conditional U-Net, Heun" if s["model"] == "unet" else f"class-conditional {name}, Heun",
+                   m, s, s["nfe"], s["seconds_per_sample"], (s["train_seconds"],), n=n)
+            for name, s in m["settings"].items()]
+
+
 ADAPTERS: dict[int, Callable[[dict, Path], list[Entry]]] = {
-    6: day06, 7: day07, 8: day08, 9: day09, 10: day10, 11: day11, 15: day15, 16: day16, 17: day17, 18: day18}
+    6: day06, 7: day07, 8: day08, 9: day09, 10: day10, 11: day11, 15: day15, 16: day16, 17: day17, 18: day18,
+    19: day19, 20: day20, 21: day21, 22: day22}
 
 
 # --- the table ---------------------------------------------------------------------------------------------
