@@ -32,8 +32,7 @@ def costs(m: dict) -> str:
     c = m["cost"]
     total = sum(c["stage_train_seconds"].values())
     per_call = {k: 1000 * r["seconds_per_sample"] / r["nfe"] for k, r in m["settings"].items()}
-    return (f"Training: day 6's model {c['teacher_train_seconds']:.0f} s; the {len(c['stage_train_seconds'])} stages "
-            f"{total:.0f} s together. Sampling costs {min(per_call.values()):.2f}–{max(per_call.values()):.2f} ms per "
+    return (f"Training: the {len(c['stage_train_seconds'])} stages {total:.0f} s together. Sampling costs {min(per_call.values()):.2f}–{max(per_call.values()):.2f} ms per "
             f"network call and sample, whichever model.")
 
 
