@@ -30,10 +30,9 @@ def spread(m: dict) -> str:
 
 
 def costs(m: dict) -> str:
-    c, p = m["cost"], m["params"]
+    c, p = m["cost"], m["params"]  # day 6's own training time is day 6's lesson's
     return (f"Training: the DDGAN {c['train_seconds']:.0f} s from scratch ({m['config']['steps']} updates of D and of "
-            f"G; {p['generator']:,} and {p['discriminator']:,} parameters), day 6's DDPM "
-            f"{c['day6_train_seconds']:.0f} s.")
+            f"G; {p['generator']:,} and {p['discriminator']:,} parameters).")
 
 
 def two(x: float | None) -> str:
