@@ -32,8 +32,9 @@ def costs(m: dict) -> str:
     c = m["cost"]
     total = sum(c["stage_train_seconds"].values())
     per_call = {k: 1000 * r["seconds_per_sample"] / r["nfe"] for k, r in m["settings"].items()}
-    return (f"Training: the {len(c['stage_train_seconds'])} stages {total:.0f} s together. Sampling costs {min(per_call.values()):.2f}–{max(per_call.values()):.2f} ms per "
-            f"network call and sample, whichever model.")
+    return (f"Training: the {len(c['stage_train_seconds'])} stages {total:.0f} s together. Sampling costs "
+            f"{min(per_call.values()):.2f}–{max(per_call.values()):.2f} ms per network call and sample, whichever "
+            f"model.")
 
 
 def aims(m: dict) -> str:
