@@ -20,6 +20,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 BEGIN, END = "<!-- syllabus:begin -->", "<!-- syllabus:end -->"
@@ -192,6 +194,19 @@ def write_atomically(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def rewrite_or_check(path: Path, render: Callable[[str], str], check: bool, what: str, script: str) -> int:
+    """The body of a script that regenerates a block of the file `path`: with `check`, exit status 1 (and one line
+    naming `script`) if render(old) differs from the file, else rewrite the file with it. Returns the exit status."""
+    old = path.read_text()
+    new = render(old)
+    if not check:
+        write_atomically(path, new)
+    elif new != old:
+        print(f"{path.name}'s {what} is out of date: run python {script}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def refresh_row(out: Path) -> None:

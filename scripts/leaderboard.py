@@ -15,6 +15,7 @@ from pathlib import Path
 
 from common.leaderboard import RANKED_N, Entry, entries, ranked, render
 from common.plotting import DPI, plt  # pyplot as common.plotting loads it: after choosing the file-only backend
+from common.syllabus import rewrite_or_check
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURE = Path("docs") / "leaderboard.png"
@@ -58,17 +59,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only check that README.md's leaderboard is up to date")
     args = parser.parse_args(argv)
-    path = ROOT / "README.md"
-    old = path.read_text()
-    new = render(ROOT, old)
-    if args.check:
-        if new != old:
-            print("README.md's leaderboard is out of date: run python scripts/leaderboard.py", file=sys.stderr)
-            return 1
-        return 0
-    path.write_text(new)
-    plot(ranked(entries(ROOT)), ROOT / FIGURE)
-    return 0
+    status = rewrite_or_check(ROOT / "README.md", lambda old: render(ROOT, old), args.check, "leaderboard",
+                              "scripts/leaderboard.py")
+    if not args.check:
+        plot(ranked(entries(ROOT)), ROOT / FIGURE)
+    return status
 
 
 if __name__ == "__main__":

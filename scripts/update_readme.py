@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from common.syllabus import render
+from common.syllabus import render, rewrite_or_check
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,16 +21,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only check that README.md is up to date")
     args = parser.parse_args(argv)
-    path = ROOT / "README.md"
-    old = path.read_text()
-    new = render(ROOT, old)
-    if args.check:
-        if new != old:
-            print("README.md's syllabus table is out of date: run python scripts/update_readme.py", file=sys.stderr)
-            return 1
-        return 0
-    path.write_text(new)
-    return 0
+    return rewrite_or_check(ROOT / "README.md", lambda old: render(ROOT, old), args.check, "syllabus table",
+                            "scripts/update_readme.py")
 
 
 if __name__ == "__main__":
