@@ -43,6 +43,10 @@ Inputs tried (day: arguments):
   day 17: --grid=karras | --rk4_steps=0 | --ddpm_steps= | --toy.order_steps=8 | --toy.t0=0 | --probes=0 |
          --day6_args=steps=3
   day 18: --euler_steps=4,8 | --toy.rounds=1 | --n_pairs=0 | --fine_steps=1 | --day16_args=steps=3
+  day 19: --cd_levels=0 | --mid_t=1 | --teacher_steps=0,2 | --ct.start_levels=9 | --day16_args=steps=3
+  day 20: --start_steps=12 | --saved_steps=3 | --n_samples=3 | --day6_args=steps=3
+  day 21: --unet.cond_channels=0 | --r1_gamma=-1 | --ema_decay=1 | --n_z=1 | --betas=0.5
+  day 22: --widths=32,64 --depths=2 | --widths=36 | --patches=5 | --conditionings=film | --sampler=rk45
   evaluate: no arguments | a missing file | an empty .npz | a truncated .npz | an .npz of zero samples |
          an .npz of 3 samples | float .npy with a NaN | float .npy with an inf | an empty .npy |
          a .npy under an .npz name | an .npz under a .npy name | --out FOLDER | --out FILE/scores.json |
@@ -236,6 +240,25 @@ DAY_CASES = [
     (15, ["--keep_every=7"], "--keep_every=7: choose a divisor of steps (the last step is kept)"),
     (15, ["--posthoc=0.5"], "--posthoc=0.5: choose widths σ_rel in (0, 0.3)"),
     (15, ["--fid_points=9"], "--fid_points=9: choose 1..the kept snapshots"),
+    (19, ["--cd_levels=0"], "--cd_levels=0: choose 1 or more"),
+    (19, ["--mid_t=1"], "--mid_t=1.0: choose a level in (0, 1)"),
+    (19, ["--teacher_steps=0,2"], "--teacher_steps=0,2: choose step counts ≥ 1"),
+    (19, ["--ct.start_levels=9"], "choose 1 ≤ ct.start_levels ≤ ct.end_levels"),
+    (19, ["--day16_args=steps=3"], "--day16_args=steps=3: write day 16's options as --key=value, separated by commas"),
+    (20, ["--start_steps=12"], "--start_steps=12"),
+    (20, ["--saved_steps=3"], "--saved_steps=3"),
+    (20, ["--n_samples=3"], "--n_samples=3: score"),
+    (20, ["--day6_args=steps=3"], "--day6_args=steps=3: write day 6's options as --key=value, separated by commas"),
+    (21, ["--unet.cond_channels=0"], "z enters G as noise channels: choose 1 or more"),
+    (21, ["--r1_gamma=-1"], "--r1_gamma=-1.0: choose 0 (no R1) or a positive weight"),
+    (21, ["--ema_decay=1"], "--ema_decay=1.0: choose a decay in [0, 1)"),
+    (21, ["--n_z=1"], "--n_z=1: choose 2 or more latents"),
+    (21, ["--betas=0.5"], "--betas=0.5"),
+    (22, ["--widths=32,64", "--depths=2"], "give one width per depth"),
+    (22, ["--widths=36"], "--widths=36"),
+    (22, ["--patches=5"], "--patches=5"),
+    (22, ["--conditionings=film"], "--conditionings=film"),
+    (22, ["--sampler=rk45"], "--sampler=rk45: choose one of"),
 ]
 
 
