@@ -208,3 +208,62 @@ def _load_cifar10(root: Path, train: bool, download: bool) -> ImageData:
         ) from None
     # ds.data is (N, 32, 32, 3) uint8 (HWC); _to_unit_range makes it (N, 3, 32, 32).
     return ImageData(_to_unit_range(ds.data), _labels(ds.targets), "cifar10")
+
+
+# --- moving digits: a video dataset made from the image datasets -------------------------------------------
+#
+# Srivastava, Mansimov & Salakhutdinov (2015), "Unsupervised Learning of Video Representations using LSTMs",
+#     arXiv:1502.04681 (Moving MNIST: digits bouncing inside a canvas).
+
+@dataclass
+class Clips:
+    x: torch.Tensor    # (N, F, C, S, S) float32 in [-1, 1]: N clips of F frames on an S x S canvas
+    pos: torch.Tensor  # (N, D, F, 2) int64: each digit's top-left corner (row, column) in each frame
+    y: torch.Tensor    # (N, D) int64: the digits' class labels
+    name: str          # the image dataset the digits came from (ImageData.name)
+
+
+def bounce(start: torch.Tensor, velocity: torch.Tensor, frames: int, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions (..., F, 2) and velocities (..., F, 2) of points moving at constant velocity in [0, limit]² and
+    reflecting off the walls: p_{f+1} = p_f + u_f; a component that leaves [0, limit] is mirrored back inside
+    (−p, or 2·limit − p) and its velocity changes sign (|u| ≤ limit)."""
+    positions, velocities = [start], [velocity]
+    p, u = start, velocity
+    for _ in range(frames - 1):
+        p = p + u
+        hit = (p < 0) | (p > limit)
+        p = torch.where(p < 0, -p, torch.where(p > limit, 2 * limit - p, p))
+        u = torch.where(hit, -u, u)
+        positions.append(p)
+        velocities.append(u)
+    return torch.stack(positions, -2), torch.stack(velocities, -2)
+
+
+def moving_digits(digits: ImageData, n: int, frames: int = 8, canvas: int = 32, digit_size: int = 16,
+                  n_digits: int = 1, max_speed: int = 3, seed: int = 0) -> Clips:
+    """n clips of `n_digits` digits (drawn from `digits`, resized to digit_size²) bouncing on a canvas² background,
+    composited with a pixel-wise max. Each digit starts at a uniform integer position with each velocity component
+    drawn from ±{1, ..., max_speed} px/frame (`bounce`). The same arguments give the same clips."""
+    if not 1 <= max_speed <= canvas - digit_size:
+        raise UserError(f"max_speed={max_speed}: choose 1..{canvas - digit_size} (canvas - digit_size) px/frame")
+    g = torch.Generator().manual_seed(seed)
+    limit = canvas - digit_size
+    pick = torch.randint(len(digits.x), (n, n_digits), generator=g)
+    start = torch.randint(limit + 1, (n, n_digits, 2), generator=g)
+    speed = torch.randint(1, max_speed + 1, (n, n_digits, 2), generator=g)
+    sign = torch.randint(2, (n, n_digits, 2), generator=g) * 2 - 1
+    pos, _ = bounce(start, speed * sign, frames, limit)                            # (n, D, F, 2)
+    small = torch.nn.functional.interpolate(digits.x, size=(digit_size, digit_size), mode="bilinear",
+                                            antialias=True, align_corners=False).clamp(-1, 1)
+    c = digits.x.shape[1]
+    x = torch.full((n, frames, c, canvas, canvas), -1.0)
+    rows = torch.arange(n)[:, None, None]                                          # (n, 1, 1)
+    offsets = torch.arange(digit_size)
+    for d in range(n_digits):
+        patch = small[pick[:, d]]                                                  # (n, C, s, s)
+        for f in range(frames):
+            r = (pos[:, d, f, 0, None] + offsets)[:, :, None]                      # (n, s, 1)
+            col = (pos[:, d, f, 1, None] + offsets)[:, None, :]                    # (n, 1, s)
+            for ch in range(c):
+                x[rows, f, ch, r, col] = torch.maximum(x[rows, f, ch, r, col], patch[:, ch])
+    return Clips(x, pos, digits.y[pick], digits.name)

@@ -252,11 +252,14 @@ class UNet(nn.Module):
         return Sequential2(block, *self._attention(c_out)) if size in self.cfg.attn_res else block
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None, cond: Tensor | None = None,
-                context: Context | None = None) -> Tensor:
+                context: Context | None = None, residuals: list[Tensor] | None = None) -> Tensor:
         """x (B, in_channels, H, W), t (B,), y (B,) class labels or None; cond (B, cond_channels, H, W): an
         image-shaped condition (say, an upsampled low-resolution image) that the stem sees as extra input
         channels, torch.cat([x, cond], dim=1); context: Context(tokens (B, L, context_dim), mask (B, L)) for the
-        cross-attention layers, or None (they are then skipped). Returns (B, out_channels or in_channels, H, W)."""
+        cross-attention layers, or None (they are then skipped); residuals: tensors added to the skip connections
+        (one per skip, in the order the down path makes them, stem first) and, last, to the middle block's output,
+        as a ControlNet's zero convolutions feed them (Zhang et al. 2023, §3.2), or None.
+        Returns (B, out_channels or in_channels, H, W)."""
         if (cond is None) != (self.cfg.cond_channels == 0):
             raise ValueError(f"this U-Net has cond_channels={self.cfg.cond_channels}: pass cond with exactly that many")
         if context is not None and context.tokens.shape[-1] != self.cfg.context_dim:
@@ -269,6 +272,10 @@ class UNet(nn.Module):
             hs.append(h)
         for layer in self.mid:
             h = layer(h, emb, context)
+        if residuals is not None:
+            *skips, middle = residuals
+            hs = [s + r for s, r in zip(hs, skips, strict=True)]
+            h = h + middle
         for layer in self.up:
             if isinstance(layer, Upsample):
                 h = layer(h, emb, size=hs[-1].shape[-2:])

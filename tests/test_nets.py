@@ -278,3 +278,31 @@ def test_a_unet_with_cross_attention_and_no_context_is_the_unet_without_it(one_t
         assert not torch.allclose(texted(x, t, context=context), texted(x, t))
     with pytest.raises(ValueError, match="context_dim=6"):
         texted(x, t, context=Context(torch.randn(2, 3, 5), torch.ones(2, 3, dtype=torch.bool)))
+
+
+# --- residuals: the hook a ControlNet feeds (day 26) ----------------------------------------------------
+
+def test_residuals_add_to_the_skip_connections_and_the_middle_output(one_thread):
+    """residuals=None and all-zero residuals are the plain forward bit for bit. A residual on the stem's skip and
+    one on the middle output are what hooks compute that add them where they act: to the middle block's output, and
+    to the skip half of the last up block's input (the only layer that reads the stem's skip)."""
+    net = seeded(UNet, UNetConfig(channels=8, mults=(1, 2), n_res=1, attn_res=(4,), image_size=8))
+    with torch.no_grad():
+        for p in net.parameters():  # fresh blocks are identities (zero-initialised): make every layer count
+            p.add_(0.2 * torch.randn_like(p))
+    shapes = [(8, 8, 8), (8, 8, 8), (8, 4, 4), (16, 4, 4), (16, 4, 4)]  # stem, block, downsample, block; middle
+    x, t = torch.randn(2, 1, 8, 8), torch.rand(2)
+    zeros = [torch.zeros(2, *s) for s in shapes]
+    residuals = [torch.randn(2, *s) if i in (0, 4) else z for i, (s, z) in enumerate(zip(shapes, zeros))]
+    with torch.no_grad():
+        plain = net(x, t)
+        assert torch.equal(net(x, t, residuals=None), plain) and torch.equal(net(x, t, residuals=zeros), plain)
+        fed = net(x, t, residuals=residuals)
+        hooks = [net.mid[-1].register_forward_hook(lambda m, args, out: out + residuals[4]),
+                 net.up[-1].register_forward_pre_hook(
+                     lambda m, args: (torch.cat([args[0][:, :-8], args[0][:, -8:] + residuals[0]], 1), *args[1:]))]
+        hooked = net(x, t)
+        for hook in hooks:
+            hook.remove()
+    torch.testing.assert_close(fed, hooked, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(fed, plain, atol=1e-3)
