@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import load_day, smoke_run
 
+from common import guides, img2img
 from common.nets import UNet, UNetConfig
 from common.paths import DiscreteVP, uniform_grid
 from common.predictions import denoiser
@@ -20,7 +21,7 @@ from common.samplers import ddim, ddpm, last
 ROOT = Path(__file__).resolve().parents[1]
 F64 = torch.float64
 
-img2img, guides, measures, toy, train = load_day(13, "img2img", "guides", "measures", "toy", "train")
+measures, toy, train = load_day(13, "measures", "toy", "train")
 
 
 def gen(seed: int) -> torch.Generator:

@@ -16,9 +16,9 @@ import math
 
 import numpy as np
 import torch
-from img2img import inpaint, resampling_walk
 
 from common.denoisers import MixtureDenoiser
+from common.img2img import inpaint, resampling_walk
 from common.paths import F64, DiscreteVP, uniform_grid
 from common.predictions import denoiser
 from common.samplers import last

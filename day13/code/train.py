@@ -29,8 +29,6 @@ from pathlib import Path
 
 import torch
 from figures import plot_frontier, save_edits, save_inpaintings
-from guides import MASKS, corrupt, strokes
-from img2img import inpaint, network_calls, resampling_walk, sdedit
 from measures import diversity, faithfulness, labels, seam_ratio, share
 from toy import run_toy
 
@@ -38,6 +36,8 @@ from common.checkpoint import load_ddpm
 from common.config import UserError, cli, parse_args
 from common.data import load_images
 from common.evaluator import score_images
+from common.guides import MASKS, corrupt, strokes
+from common.img2img import inpaint, network_calls, resampling_walk, sdedit
 from common.metrics import rmse
 from common.paths import F64, uniform_grid
 from common.predictions import guided
