@@ -54,8 +54,8 @@ class Config:
     ws: tuple[float, ...] = (1, 3, 10, 30, 100)  # guidance weights of pixel SDS (w = 1: conditional)
     ancestral_ws: tuple[float, ...] = (1, 3)     # ... and of the ancestral samples shown next to them
     ancestral_steps: int = 50            # DDPM steps of an ancestral sample (day 9's)
-    per_class: int = 8                   # images per class and setting
-    steps: int = 130                     # SDS steps (Adam) on the pixels
+    per_class: int = 16                  # images per class and setting
+    steps: int = 300                     # SDS steps (Adam) on the pixels
     lr: float = 0.05
     t_min: float = 0.02                  # SDS times uniform on [t_min, t_max] (DreamFusion's range)
     t_max: float = 0.98
@@ -66,7 +66,7 @@ class Config:
     scene_samples: int = 32              # depth samples per ray
     scene_density: float = 10.0          # σ = scene_density · softplus(ρ), in units of the grid's half-width
     scene_views: int = 4                 # random azimuths per step
-    scene_steps: int = 600
+    scene_steps: int = 2000
     scene_lr: float = 0.05
     turn_views: int = 36                 # evenly spaced azimuths of the measurement and the GIF (even: φ + 180°)
     batch: int = 250                     # ancestral sampling batch
@@ -100,8 +100,7 @@ PRESETS = {
                                                 "--toy_n=200", "--toy_steps=5", "--sample_steps=5"),
                     ws=(1, 10), ancestral_ws=(1,), ancestral_steps=4, per_class=2, steps=3, scene_size=8,
                     scene_samples=8, scene_views=2, scene_steps=3, turn_views=8, batch=20),
-    # measured on 1 thread: a pixel-SDS step of 80 images 1.1 s (5 weights × 130 steps), an ancestral step 0.9 s
-    # (2 × 50), a scene step 0.1 s (600), scoring 7 settings ~26 s: ~870 s, ~11 min on 2 idle cores
+    # on 2 idle threads a pixel-SDS step of 160 images takes ~0.3 s and a scene step ~0.04 s: ~10 min in all
     "cpu": Config(),
     "gpu": Config(per_class=100, steps=500, ancestral_steps=250, scene_size=32, scene_samples=64, scene_views=8,
                   scene_steps=3000, turn_views=72, batch=1000),

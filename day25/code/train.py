@@ -49,13 +49,14 @@ REALISM = ("fid", "fid_ci95", "fid_ratio", "confident_ratio")
 class Config:
     day9_results: str = "day09/results"  # day 9's run folder, from the repo root ("": a new one inside --out)
     day9_args: tuple[str, ...] = ()      # extra --key=value for day 9's train.py when it has to run
-    t0s: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)  # every method's knob (t0 = 0, the input itself, is added)
+    # every method's knob (t0 = 0, the input itself, is added)
+    t0s: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
     full_steps: int = 20                 # steps from t = 1; an edit from t0 takes round(t0 · full_steps)
     w: float = 3.0                       # guidance weight towards the target (1: day 9's conditional model)
     dilate: int = 2                      # the edited region: pixels within this many of the edit's ink
     n_pairs: int = 50                    # rough edits of each source digit; n_pairs × 5 pairs in all (at most)
     n_strokes: int = 100                 # pure stroke drawings
-    recon_steps: tuple[int, ...] = (10, 20, 50)  # DDIM inversion to t = 1 and back under the digit's own label
+    recon_steps: tuple[int, ...] = (10, 20, 50, 100)  # DDIM inversion to t = 1 and back under the digit's own label
     n_recon: int = 50
     aim: float = 0.8                     # the headline: the most realistic t0 whose target accuracy reaches this
     shown_t0: float = 0.6                # results/samples.npz: the SDEdit rough edits from this t0
