@@ -83,8 +83,8 @@ PRESETS = {
     "smoke": Config(steps=4, batch_size=4, warmup=1, sample_every=0, ckpt_every=2, log_every=2, net=SMOKE_NET,
                     digit_size=8, max_speed=2, n_train=64, n_test=16, sample_steps=2, n_clips=8, n_ref=64,
                     batch=8, n_show=4),
-    # 0.43 / 0.38 s per step (temporal / frame-independent, 2 idle threads, bf16): ~16 min of training in all
-    "cpu": Config(steps=1200, batch_size=16, lr=2e-3, warmup=60, ema_decay=0.995, sample_every=0, ckpt_every=300,
+    # ~0.6 s per step in a full run (2 threads, bf16; 0.43 / 0.38 in a bare probe): ~18 min of training in all
+    "cpu": Config(steps=900, batch_size=16, lr=2e-3, warmup=60, ema_decay=0.995, sample_every=0, ckpt_every=300,
                   sample_steps=5),
     "gpu": Config(steps=50_000, batch_size=64, lr=2e-4, warmup=1000, ema_decay=0.9999, sample_every=0,
                   ckpt_every=5000, net=VideoUNetConfig(unet=UNetConfig(image_size=64, channels=64, mults=(1, 2, 2, 2),
