@@ -1,5 +1,6 @@
-"""The inputs of day 13's edits, all made here from seeds: stroke drawings of digits, corrupted test digits, and the
-masks of inpainting. Images are (N, 1, 28, 28) in [-1, 1] (−1 black background, +1 white ink), like the data.
+"""Inputs of image-to-image edits (days 13 and 25), all made here from seeds: stroke drawings of digits, corrupted
+test digits, and the masks of inpainting. Images are (N, 1, 28, 28) in [-1, 1] (−1 black background, +1 white ink),
+like the data.
 
 Strokes. Each digit is a few straight polylines on the unit square (TEMPLATES), drawn the way a person would sketch
 it with a mouse in a paint program: every vertex jittered, the whole drawing scaled, slanted and shifted, a
