@@ -8,6 +8,7 @@ import math
 import torch
 from conftest import ROOT, load_day, smoke_run
 
+from common import reflow
 from common.denoisers import MixtureDenoiser
 from common.metrics import straightness
 from common.paths import uniform_grid
@@ -15,7 +16,7 @@ from common.predictions import denoiser
 from common.samplers import euler, heun
 
 F64 = torch.float64
-reflow, tables = load_day(18, "reflow", "tables")
+tables = load_day(18, "tables")
 PATH = reflow.PATH
 MU, S = torch.tensor([0.7, -0.4], dtype=F64), 0.5
 

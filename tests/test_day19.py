@@ -9,6 +9,7 @@ import math
 import torch
 from conftest import ROOT, load_day, smoke_run
 
+from common import consistency
 from common.denoisers import MixtureDenoiser
 from common.nets import MLP, MLPConfig, UNet, UNetConfig
 from common.paths import uniform_grid
@@ -17,7 +18,7 @@ from common.samplers import last, rk4
 from common.toy2d import eight_gaussians
 
 F64 = torch.float64
-consistency, tables = load_day(19, "consistency", "tables")
+tables = load_day(19, "tables")
 PATH = consistency.PATH
 
 

@@ -8,13 +8,14 @@ import pytest
 import torch
 from conftest import ROOT, load_day, smoke_run
 
+from common import progressive
 from common.denoisers import MixtureDenoiser
 from common.paths import DiscreteVP, uniform_grid
 from common.predictions import denoiser
 from common.samplers import ddim_step
 
 F64 = torch.float64
-distill, tables, train = load_day(20, "distill", "tables", "train")
+tables, train = load_day(20, "tables", "train")
 PATH = DiscreteVP.named("cosine", 1000)
 MEANS = torch.tensor([[1.0, 0.5], [-0.5, -1.0], [0.2, -0.3]], dtype=F64)
 
@@ -37,9 +38,9 @@ def test_one_student_ddim_step_lands_where_two_teacher_steps_do(j):
                                                                                          dtype=F64))
     x_t2 = ddim_step(teacher, ddim_step(teacher, x_t, t, t1, path=PATH), t1, t2, path=PATH)
     tt = t.expand(64)
-    torch.testing.assert_close(distill.two_teacher_steps(teacher, x_t, tt, t1.expand(64), t2.expand(64), PATH), x_t2,
-                               rtol=1e-12, atol=1e-12)
-    x_tilde = distill.student_target(x_t, x_t2, tt, t2.expand(64), PATH)
+    two_steps = progressive.two_teacher_steps(teacher, x_t, tt, t1.expand(64), t2.expand(64), PATH)
+    torch.testing.assert_close(two_steps, x_t2, rtol=1e-12, atol=1e-12)
+    x_tilde = progressive.student_target(x_t, x_t2, tt, t2.expand(64), PATH)
 
     def knows_the_target(x, time, **cond):
         return x_tilde
@@ -57,12 +58,12 @@ def test_the_loss_vanishes_for_a_student_that_predicts_the_target():
 
     def exact_student(net, x, t):
         i = torch.tensor([index[float(v)] for v in t])
-        return distill.student_target(x, distill.two_teacher_steps(teacher, x, t, grid[i + 1], grid[i + 2], PATH), t,
-                                      grid[i + 2], PATH)
+        x_s2 = progressive.two_teacher_steps(teacher, x, t, grid[i + 1], grid[i + 2], PATH)
+        return progressive.student_target(x, x_s2, t, grid[i + 2], PATH)
     x0 = MEANS[torch.randint(3, (32,), generator=gen(2))] + 0.2 * torch.randn(32, 2, generator=gen(3), dtype=F64)
-    loss = distill.distill_loss(teacher, exact_student, PATH, grid)
+    loss = progressive.distill_loss(teacher, exact_student, PATH, grid)
     assert float(loss(None, x0, None, gen(4))) < 1e-20
-    assert float(distill.distill_loss(teacher, lambda net, x, t: x, PATH, grid)(None, x0, None, gen(4))) > 1e-3
+    assert float(progressive.distill_loss(teacher, lambda net, x, t: x, PATH, grid)(None, x0, None, gen(4))) > 1e-3
 
 
 def test_stages_halve_down_to_one():

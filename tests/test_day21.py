@@ -12,12 +12,13 @@ import pytest
 import torch
 from conftest import ROOT, load_day, smoke_run
 
+from common import ddgan, gan_loop
 from common.checkpoint import load_checkpoint, load_model
 from common.paths import uniform_grid
 from common.samplers import ddpm_step, posterior
 
 F64 = torch.float64
-ddgan, gan_loop, tables, train = load_day(21, "ddgan", "gan_loop", "tables", "train")
+tables, train = load_day(21, "tables", "train")
 PATH = ddgan.PATH
 
 

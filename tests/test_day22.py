@@ -6,11 +6,12 @@ import pytest
 import torch
 from conftest import ROOT, load_day, smoke_run
 
+from common import flops
 from common.checkpoint import load_model
 from common.dit import AdaLNZeroBlock, Block, DiT, DiTConfig
 from common.samples import load_samples_npz
 
-flops, tables, train = load_day(22, "flops", "tables", "train")
+tables, train = load_day(22, "tables", "train")
 
 
 @pytest.mark.parametrize("kind", ["adaln-zero", "plain", "cross-attention"])

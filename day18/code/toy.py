@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import torch
-from reflow import PATH, coupling_cost, independent_loss, paired_loss, reflow_pairs, trainable_copy
+from common.reflow import PATH, coupling_cost, independent_loss, paired_loss, reflow_pairs, trainable_copy
 
 from common.loop import fit
 from common.metrics import straightness

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 from figures import plot_toy_trajectories
-from reflow import PATH, coupling_cost, distill_loss, paired_loss, reflow_pairs, trainable_copy
+from common.reflow import PATH, coupling_cost, distill_loss, paired_loss, reflow_pairs, trainable_copy
 from toy import ToyConfig, run_toys
 
 from common.checkpoint import load_model

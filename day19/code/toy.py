@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import torch
-from consistency import PATH, cd_loss, consistency, consistency_fn, ct_loss
+from common.consistency import PATH, cd_loss, consistency, consistency_fn, ct_loss
 
 from common.denoisers import MixtureDenoiser
 from common.loop import fit

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from consistency import PATH, cd_loss, consistency, ct_loss
+from common.consistency import PATH, cd_loss, consistency, ct_loss
 from figures import plot_toy
 from toy import ONE_STEP, ToyConfig, run_toy, two_step_grid
 

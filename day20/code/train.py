@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from distill import distill_loss
+from common.progressive import distill_loss
 
 from common.checkpoint import load_ddpm
 from common.config import cli, parse_args

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from ddgan import PATH, Discriminator, DiscriminatorConfig, draw_z, gan_denoiser, generate
-from gan_loop import interval_means, train_gan
+from common.ddgan import PATH, Discriminator, DiscriminatorConfig, draw_z, gan_denoiser, generate
+from common.gan_loop import interval_means, train_gan
 
 from common.checkpoint import load_ddpm
 from common.config import cli, parse_args

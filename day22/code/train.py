@@ -20,13 +20,13 @@ from pathlib import Path
 
 import torch
 from figures import label, plot_fid_vs_gflops
-from flops import training_flops
 
 from common.config import cli, parse_args
 from common.data import load_images
 from common.diffusion import diffusion_loss
 from common.dit import CONDITIONINGS, DiT, DiTConfig
 from common.evaluator import score_images, unconfident
+from common.flops import training_flops
 from common.loop import fit
 from common.nets import UNet, UNetConfig, count_params
 from common.paths import Linear, uniform_grid

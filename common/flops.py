@@ -1,4 +1,4 @@
-"""What a training step costs in floating-point operations, counted by torch.utils.flop_counter.
+"""What a training step costs in floating-point operations, counted by torch.utils.flop_counter (days 22 and 30).
 
 FlopCounterMode counts matrix multiplications and convolutions, 2 FLOPs per multiply-add, forward and backward;
 elementwise work (activations, norms, softmax, the loss) counts as free, as in Peebles & Xie's Gflops. Counting runs

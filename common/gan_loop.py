@@ -1,8 +1,9 @@
-"""Day 21's training loop: two networks, two optimisers, one update of each per step (Xiao et al. 2022).
+"""The DDGAN training loop of days 21 and 30: two networks, two optimisers, one update of each per step (Xiao et al.
+2022).
 
     G_ema, rows = train_gan(G, D, images, grid, cfg, run)
 
-common.loop.fit trains one network with one optimiser; a GAN alternates two, so the day owns this short loop with
+common.loop.fit trains one network with one optimiser; a GAN alternates two, so it has this short loop of its own with
 the same promises: every step's batch and noise come from generators seeded by (seed, step) (common.training,
 common.loop.batch_indices); a checkpoint, written atomically, holds both networks, both optimisers, the EMA of G and
 the log's rows, so `--resume` computes what an uninterrupted run computes, also when it raises --steps (the
@@ -18,11 +19,11 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from ddgan import d_loss, fake_x_s, g_loss, r1_penalty, real_pairs
 from tqdm import tqdm
 
 from common.checkpoint import describe, load_checkpoint, save_checkpoint
 from common.config import UserError, flatten, plain, to_dict
+from common.ddgan import d_loss, fake_x_s, g_loss, r1_penalty, real_pairs
 from common.loop import batch_indices, check_data_fits
 from common.run import Run
 from common.training import EMA, step_generator
