@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from filelock import FileLock
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,10 +72,18 @@ def smoke_run(day: int, out: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def session_smoke(tmp_path_factory, day: int, *args: str) -> Path:
-    """A smoke run of day `day` in a folder of the session's own, checked to have succeeded."""
-    out = tmp_path_factory.mktemp(f"day{day:02d}_smoke")
-    result = smoke_run(day, out, *args)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    """A smoke run of day `day` for the whole test session, checked to have succeeded. Under pytest-xdist the
+    workers share it: the first to need it runs it under a file lock, the others wait and read the same folder
+    (the pattern of pytest-xdist's docs), so no smoke run is trained twice."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent                                    # the session's folder, above each worker's own
+    out = root / f"day{day:02d}_smoke"
+    with FileLock(f"{out}.lock"):
+        if not (out / "smoke.done").exists():
+            result = smoke_run(day, out, *args)
+            assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+            (out / "smoke.done").touch()
     return out
 
 
