@@ -18,6 +18,7 @@ References
     Song, Meng & Ermon 2021 (DDIM, Eq. 12), arXiv:2010.02502.
     Song et al. 2021 (probability-flow ODE, Eq. 13), arXiv:2011.13456.
     Karras et al. 2022 (EDM, Alg. 1: Heun with an Euler last step), arXiv:2206.00364.
+    Lu et al. 2022 (DPM-Solver++, Alg. 2: the multistep 2nd-order solver in x̂0), arXiv:2211.01095.
     Kutta 1901, "Beitrag zur näherungsweisen Integration totaler Differentialgleichungen" (the classical RK4).
     Dormand & Prince 1980, "A family of embedded Runge-Kutta formulae", J. Comput. Appl. Math. 6(1) (dopri5,
         through torchdiffeq: Chen et al. 2018, arXiv:1806.07366).
@@ -142,6 +143,33 @@ def rk4_step(denoise: Denoiser, x: Tensor, t: Tensor, s: Tensor, *, path: Affine
     return x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
 
 
+def dpmpp_2m_step(denoise: Denoiser, x: Tensor, t: Tensor, s: Tensor, *, path: AffinePath,
+                  earlier: tuple[Tensor, Tensor] | None = None, generator: torch.Generator | None = None,
+                  **cond) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    """One step of DPM-Solver++(2M) (Lu et al. 2022, Alg. 2), exact in the linear part of the ODE in λ:
+
+        x_s = (sigma_s / sigma_t) x_t − alpha_s (e^{−h} − 1) D,   h = λ_s − λ_t,  λ = log(alpha / sigma)
+        D = (1 + 1/(2r)) x̂0_t − 1/(2r) x̂0_prev,  r = h_prev / h        (D = x̂0_t on the first step)
+
+    `earlier` = (x̂0, h) of the previous step, None on the first; returns x_s and this step's (x̂0, h) for the
+    next. With D = x̂0_t the step is DDIM's exactly. The last step (sigma_s = 0, h = ∞) is first order, as in
+    Lu et al.'s code: x_0 = alpha_0 x̂0.
+    """
+    x0 = _predict(denoise, x, t, cond).x0
+    t, s = as_t(t), as_t(s)
+    a_s, s_s = path.alpha(s), path.sigma(s)
+    if s_s <= 0:
+        return a_s.to(x) * x0, (x0, torch.tensor(float("inf"), dtype=torch.float64))
+    h = (path.log_snr(s) - path.log_snr(t)) / 2                  # log_snr is 2λ
+    d = x0
+    if earlier is not None:
+        x0_prev, h_prev = earlier
+        half_over_r = (h / (2 * h_prev)).to(x)                   # 1 / (2r); 0 after an infinite first step
+        d = (1 + half_over_r) * x0 - half_over_r * x0_prev
+    x_s = (s_s / path.sigma(t)).to(x) * x + (-a_s * torch.expm1(-h)).to(x) * d
+    return x_s, (x0, h)
+
+
 # --- samplers: a loop over a step -----------------------------------------------------------------------
 
 def _walk(step: Callable, denoise: Denoiser, x: Tensor, ts: Tensor, **kw) -> Iterator[Tensor]:
@@ -198,7 +226,16 @@ def dopri5(denoise, x, ts, *, path, rtol=1e-3, atol=1e-3, generator=None, **cond
                       options={"step_t": ts})[1:]
 
 
-SAMPLERS = {"ddpm": ddpm, "ddim": ddim, "euler": euler, "heun": heun, "rk4": rk4}
+@torch.no_grad()
+def dpmpp_2m(denoise, x, ts, *, path, generator=None, **cond) -> Iterator[Tensor]:
+    """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2): one call a step, second order through the previous x̂0."""
+    earlier = None
+    for t, s in zip(ts[:-1], ts[1:]):
+        x, earlier = dpmpp_2m_step(denoise, x, t, s, path=path, earlier=earlier, **cond)
+        yield x
+
+
+SAMPLERS = {"ddpm": ddpm, "ddim": ddim, "euler": euler, "heun": heun, "rk4": rk4, "dpmpp_2m": dpmpp_2m}
 CALLS_PER_STEP = {heun: 2, rk4: 4}  # the others: one
 
 
