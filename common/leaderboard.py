@@ -210,9 +210,36 @@ def day22(m: dict, root: Path) -> list[Entry]:
             for name, s in m["settings"].items()]
 
 
+def day28(m: dict, root: Path) -> list[Entry]:
+    """Day 6's model under DDIM, DPM-Solver++(2M) (two grids) and EDM's Heun at equal network calls."""
+    train = (trained_seconds(root, m["day6_checkpoint"]["path"]),)
+    return [scored(28, f"DDPM, {s['setting']}", m, s, s["nfe"], s["seconds_per_sample"], train,
+                   n=m["config"]["n_samples"]) for s in m["sampling"]]
+
+
+DAY30_SAMPLERS = {"ddim": "DDIM", "dpmpp_2m": "DPM-Solver++(2M)", "euler": "Euler", "heun": "Heun",
+                  "consistency": "consistency sampling", "ddpm": "its denoising steps"}
+
+
+def day30(m: dict, root: Path) -> list[Entry]:
+    """Every few-step family trained to one FLOP budget: each setting's mean over the seeds (FID / floor and
+    confident / real), with the family's mean training seconds (a student's include its teacher's half)."""
+    rows = m["results"]
+    seeds = len(m["config"]["seeds"])
+    out = []
+    for name, s in m["summary"].items():
+        per_sample = [r["seconds_per_sample"] for r in rows if r["setting"] == name]
+        train = [r["train_seconds"] for r in m["runs"] if r["family"] == s["family"]]
+        sampler = DAY30_SAMPLERS.get(s["sampler"], s["sampler"])
+        out.append(Entry(30, f"{s['family']}, {sampler}, equal budget (mean of {seeds} seeds)", m["dataset"],
+                         m["config"]["n_samples"], s["nfe"], sum(per_sample) / len(per_sample),
+                         s["fid_ratio"]["mean"], s["confident_ratio"]["mean"], (sum(train) / len(train),)))
+    return out
+
+
 ADAPTERS: dict[int, Callable[[dict, Path], list[Entry]]] = {
     6: day06, 7: day07, 8: day08, 9: day09, 10: day10, 11: day11, 15: day15, 16: day16, 17: day17, 18: day18,
-    19: day19, 20: day20, 21: day21, 22: day22}
+    19: day19, 20: day20, 21: day21, 22: day22, 28: day28, 30: day30}
 
 
 # --- the table ---------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from common.evaluator import score_images
 from common.paths import uniform_grid
 from common.plotting import panel, plot_curves, plot_fid_vs_calls
 from common.predictions import clipped, denoiser
-from common.run import Run, earlier_checkpoint, write_metrics
+from common.run import ROOT, Run, earlier_checkpoint, write_metrics
 from common.samplers import ddim, nfe, sample_batched
 from common.samples import save_samples_npz
 from common.training import TrainConfig
@@ -182,7 +182,8 @@ def main(argv=None):
     if goal:
         save_samples_npz(out / "samples.npz", shown[(goal["winner"], cfg.aim_nfe)])
     metrics = {
-        "day6_checkpoint": {"step": ckpt["step"], "preset": ckpt["preset"]},
+        "day6_checkpoint": {"path": str(ckpt_path.relative_to(ROOT)) if ckpt_path.is_relative_to(ROOT) else
+                            str(ckpt_path), "step": ckpt["step"], "preset": ckpt["preset"]},
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "fused_adamw_supported": speed.fused_supported(run.device),
         "training": {"recipes": list(timed.values()), "combined": combined.name, "speed_up": speed_up,
