@@ -95,6 +95,33 @@ def test_times_include_both_ends():
     assert float(t.min()) == 0 and float(t.max()) == 1 and len(t.unique()) == PATH.n_steps + 1
 
 
+def test_endpoint_mass_puts_p0_at_t0_and_p1_at_t1():
+    """t = 0 w.p. p0, 1 w.p. p1, else uniform on the T + 1 levels (which hold each end once more)."""
+    n, p0, p1 = 400_000, 0.25, 0.15
+    t = joint.sample_times(PATH, n, gen(9), p0, p1)
+    level = (1 - p0 - p1) / (PATH.n_steps + 1)                          # the uniform part's mass on one level
+    share = {"t=0": float((t == 0).double().mean()), "t=1": float((t == 1).double().mean())}
+    assert abs(share["t=0"] - (p0 + level)) < 0.004 and abs(share["t=1"] - (p1 + level)) < 0.004, share
+    inner = t[(t > 0) & (t < 1)]
+    assert abs(len(inner) / n - (1 - p0 - p1 - 2 * level)) < 0.004
+    assert abs(float(inner.mean()) - 0.5) < 0.005 and abs(float(inner.var()) - 1 / 12) < 0.005   # uniform
+
+
+def test_a_modality_at_t0_adds_no_loss():
+    """At t = 0 the input is x_0 itself and the target (v = eps) is unpredictable: those terms score exactly 0,
+    all others the MSE of the prediction."""
+    x0 = {m: v.expand(64, *v.shape[1:]) for m, v in one_datum().items()}
+    seen = {}
+
+    def zeros(xt, t):
+        seen.update(t)
+        return {m: torch.zeros_like(xt[m]) for m in M}
+    losses = joint.joint_losses(zeros, x0, PATH, "v", gen(12), p0=0.5)
+    for m in M:
+        at0 = seen[m] == 0
+        assert 0 < int(at0.sum()) < 64 and (losses[m][at0] == 0).all() and (losses[m][~at0] > 0).all()
+
+
 @pytest.mark.parametrize("task", joint.TASKS, ids=lambda task: task.name)
 def test_a_condition_reaches_the_net_bit_for_bit(task):
     """Through DDIM, at every step: given modalities arrive unchanged at t = 0, marginalised ones as their fixed
@@ -104,9 +131,10 @@ def test_a_condition_reaches_the_net_bit_for_bit(task):
     noise = {m: torch.randn(clean[m].shape, generator=gen(6)) for m in task.marginal}
     calls = []
 
-    def net(x, t):
+    def net(x, t, outputs):
         calls.append(({m: x[m].clone() for m in M}, {m: t[m].clone() for m in M}))
-        return {m: 0.5 * x[m] for m in M}
+        assert outputs == task.generate
+        return {m: 0.5 * x[m] for m in outputs}
     fixed = {m: clean[m] for m in task.given} | noise
     states = list(ddim(joint.task_denoiser(net, task, PATH, "v"), torch.randn(n, task.dim, generator=gen(7)), grid,
                        path=PATH, **fixed))
@@ -127,15 +155,41 @@ def test_the_tasks_are_every_direction():
     assert {(t.given, t.generate) for t in joint.TASKS if t.given} == {((a,), (b,)) for a in M for b in M if a != b}
 
 
-def test_the_network_shapes_and_its_time_dependence():
+def small_net() -> torch.nn.Module:
+    """A small JointNet whose zero-initialised output layers (the U-Net's, so that its blocks start as the
+    identity) are drawn at random, so that every input can reach every output."""
     torch.manual_seed(0)
-    net = joint.JointNet(joint.JointConfig(width=16, depth=1, heads=2)).eval()
+    net = joint.JointNet(joint.JointConfig(width=16, depth=1, heads=2, channels=8)).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=gen(13)))
+    return net
+
+
+def test_the_network_shapes_and_what_each_branch_reads():
+    """Every output has its modality's shape; the image (U-Net) reads the text's time and the text's and the
+    audio's values through its cross-attention; the text reads the image's and the audio's values."""
+    net = small_net()
     x = {m: torch.randn(2, *joint.SHAPES[m], generator=gen(8)) for m in M}
     t = {m: torch.tensor([0.2, 0.7]) for m in M}
     out = net(x, t)
     assert {m: tuple(v.shape[1:]) for m, v in out.items()} == joint.SHAPES
+    for changed, reader in (("text", "image"), ("audio", "image"), ("image", "text"), ("audio", "text")):
+        moved = net(x | {changed: x[changed] + 1}, t)
+        assert not torch.equal(moved[reader], out[reader]), (changed, reader)
     moved = net(x, t | {"text": torch.tensor([1.0, 1.0])})
     assert not torch.equal(moved["image"], out["image"])                  # the image reads the text's time
+
+
+def test_asking_for_fewer_outputs_changes_none():
+    """A sampler that generates only the text skips the U-Net: the outputs it gets are the full call's."""
+    net = small_net()
+    x = {m: torch.randn(3, *joint.SHAPES[m], generator=gen(14)) for m in M}
+    t = {m: torch.rand(3, generator=gen(15)) for m in M}
+    full = net(x, t)
+    for outputs in (("text",), ("audio",), ("image",), ("audio", "text")):
+        part = net(x, t, outputs)
+        assert tuple(part) == outputs and all(torch.equal(part[m], full[m]) for m in outputs)
 
 
 def test_smoke_run(tmp_path):

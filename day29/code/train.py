@@ -1,15 +1,18 @@
 """Day 29 — multimodal diffusion (UniDiffuser): one network for every conditional, marginal and joint of 3 modalities.
 
 Each MNIST digit comes with its English name (analog bits) and a DTMF tone (512 samples at 8 kHz), both drawn
-afresh at every training step (modalities.py). One transformer (joint.py) learns v-prediction for all three at
-independent noise levels on DDPM's cosine schedule. Then, from the same weights, DDIM samples every direction by
-choosing the times (t = 0 for a condition, 1 for a marginalised modality): the six conditionals between image, audio
-and text, each modality alone, and all three jointly. Accuracy per direction: the evaluator's class for images (also
-confident share / real share; FID / floor for the unconditional images), the Goertzel decoder for audio, exact match
-for text; for the joint samples, whether all three name the same digit. results/samples.npz holds the text→image
-samples with their labels.
+afresh at every training step (modalities.py). One network (joint.py: a small transformer over all three
+modalities' tokens for the audio and the text, and a U-Net for the image cross-attending to the transformer's audio
+and text tokens) learns v-prediction for all three at independent noise levels on DDPM's cosine schedule, each
+level 0 (a condition) w.p. p0, 1 (marginalised) w.p. p1 and uniform otherwise. Then, from the same weights, DDIM
+samples every direction by choosing the times (t = 0 for a condition, 1 for a marginalised modality): the six
+conditionals between image, audio and text, each modality alone, and all three jointly. Accuracy per direction: the
+evaluator's class for images (also confident share / real share; FID / floor for the unconditional images), the
+Goertzel decoder for audio, exact match for text; for the joint samples, whether all three name the same digit.
+results/samples.npz holds the text→image samples with their labels.
 
-References: Bao et al. 2023 (UniDiffuser, arXiv:2303.06555; U-ViT, arXiv:2209.12152); Song, Meng & Ermon 2021
+References: Bao et al. 2023 (UniDiffuser, arXiv:2303.06555; U-ViT, arXiv:2209.12152); Rombach et al. 2022
+(cross-attention, arXiv:2112.10752); Song, Meng & Ermon 2021
 (DDIM, arXiv:2010.02502); Salimans & Ho 2022 (v-prediction, arXiv:2202.00512).
 """
 from __future__ import annotations
@@ -46,6 +49,8 @@ REALISM = ("fid", "fid_ci95", "fid_floor", "fid_ratio", "confident_frac", "confi
 class Config(TrainConfig):
     dataset: str = "mnist"
     net: JointConfig = field(default_factory=JointConfig)
+    p0: float = 0.25               # share of training times at t = 0 per modality: it is a condition
+    p1: float = 0.25               # share at t = 1: it is marginalised out; the rest uniform (it is generated)
     sample_steps: int = 25         # DDIM (η = 0) steps on a uniform grid
     n_eval: int = 500              # samples per task: n_eval / 10 test digits of each class (seeded order)
     batch: int = 250               # sampling batch
@@ -57,6 +62,8 @@ class Config(TrainConfig):
         from common.samples import MIN_SCORED
 
         require(self.dataset in DATASETS and self.dataset != "cifar10", "dataset", "choose an MNIST-like dataset")
+        require(0 <= self.p0 and 0 <= self.p1 and self.p0 + self.p1 < 1, "p0",
+                "choose endpoint shares p0, p1 >= 0 with p0 + p1 < 1, e.g. 0.25 each")
         require(self.sample_steps >= 1 and self.batch >= 1, "sample_steps", "choose 1 or more")
         require(self.n_eval >= max(MIN_SCORED, 10) and self.n_eval % 10 == 0, "n_eval",
                 "choose a multiple of 10 (one tenth per digit)")
@@ -64,14 +71,16 @@ class Config(TrainConfig):
 
 PRESETS = {
     "smoke": Config(steps=3, batch_size=8, warmup=1, sample_every=0, ckpt_every=3, log_every=1,
-                    net=JointConfig(width=16, depth=1, heads=2), sample_steps=2, n_eval=10, batch=10),
-    # fp32 beats bf16 autocast for this transformer on CPU; ~3 training steps a second on 2 cores: 2000 steps
-    # + 10 tasks × 2 batches × 20 DDIM steps + scoring ≈ 13 min
-    "cpu": Config(steps=2000, batch_size=64, lr=1e-3, warmup=100, ema_decay=0.995, bf16=False, sample_every=0,
-                  ckpt_every=400, sample_steps=20, n_eval=500),
+                    net=JointConfig(width=16, depth=1, heads=2, channels=8), sample_steps=2, n_eval=10, batch=10),
+    # fp32 beats bf16 autocast on CPU. Measured on 1 loaded thread (assumed no faster on the 2-core run): 280 ms a
+    # step of 32 (the U-Net is ~80 % of it): 1,900 steps ≈ 532 s; sampling 500 per task × 20 DDIM steps ≈ 36 s
+    # for each of the 4 image tasks (2–3.6 ms per sample and step) + ≈ 3 s for each of the 6 others (no U-Net)
+    # ≈ 160 s; evaluator, FID, Goertzel, figures and data ≈ 55 s: ≈ 747 s ≈ 12.5 min.
+    "cpu": Config(steps=1900, batch_size=32, lr=2e-3, warmup=100, ema_decay=0.995, bf16=False, sample_every=0,
+                  ckpt_every=500, sample_steps=20, n_eval=500),
     "gpu": Config(steps=50_000, batch_size=256, lr=2e-4, warmup=2000, ema_decay=0.9999, sample_every=0,
-                  ckpt_every=5000, net=JointConfig(width=384, depth=12, heads=6, patch=2), sample_steps=50,
-                  n_eval=10_000, batch=1000),
+                  ckpt_every=5000, net=JointConfig(width=256, depth=8, heads=8, patch=4, channels=64, attn_res=(7, 14)),
+                  sample_steps=50, n_eval=10_000, batch=1000),
 }
 
 
@@ -82,10 +91,12 @@ def modalities_of(image: torch.Tensor, digit: torch.Tensor, generator: torch.Gen
     return {"image": image, "audio": dtmf(digit, generator), "text": encode_text(digit)}
 
 
-def loss_fn(net, x0, y, generator):
-    """Σ over modalities of the v-MSE at independent times (Bao et al. 2023, Eq. 5)."""
-    losses = joint_losses(net, modalities_of(x0, y, generator), PATH, PREDICTION, generator)
-    return sum(loss.mean() for loss in losses.values())
+def make_loss(cfg: Config):
+    """Σ over modalities of the v-MSE at independent times (Bao et al. 2023, Eq. 5), with endpoint mass p0, p1."""
+    def loss_fn(net, x0, y, generator):
+        losses = joint_losses(net, modalities_of(x0, y, generator), PATH, PREDICTION, generator, cfg.p0, cfg.p1)
+        return sum(loss.mean() for loss in losses.values())
+    return loss_fn
 
 
 # --- every task from the same weights ----------------------------------------------------------------------
@@ -169,7 +180,7 @@ def main(argv=None):
         raise SystemExit(f"no evaluator for {data.name}: day 29 reads images with the MNIST evaluator")
     # --- train the one joint model
     torch.manual_seed(cfg.seed)
-    net = fit(JointNet(cfg.net), loss_fn, data.x, data.y, cfg, run)[1]
+    net = fit(JointNet(cfg.net), make_loss(cfg), data.x, data.y, cfg, run)[1]
     if not run.is_main:  # under torchrun, the other processes only helped train
         return
     # --- conditions: n_eval / 10 test digits of each class (seeded order), their clips and names
