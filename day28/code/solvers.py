@@ -21,17 +21,25 @@ F64 = torch.float64
 
 def lambda_grid(path: AffinePath, n: int, t0: float = 1.0, t_min: float = 1e-3) -> torch.Tensor:
     """n steps: n times evenly spaced in λ from λ(t0) to λ(t_min), then t = 0 (the 'logSNR' grid of Lu et al.
-    2022, §3.3), rounded to the path's levels. λ(t0) must be finite (a DDPM schedule's ᾱ_T > 0; t0 < 1 else)."""
+    2022, §3.3). λ(t0) must be finite (a DDPM schedule's ᾱ_T > 0; t0 < 1 else).
+
+    On a discrete schedule the times are rounded to its levels. Where λ falls steeply (near ᾱ_T, and near the data)
+    several λ-uniform times round to one level; each such time moves to the next free level below, so the grid
+    keeps n distinct levels, as close to λ-uniform as the schedule allows."""
     if n < 1:
         raise UserError(f"steps={n}: choose at least 1 sampling step")
     lam = path.log_snr(torch.tensor([t0, t_min], dtype=F64)) / 2                      # λ = log_snr / 2
-    ts = torch.cat([path.t_from_log_snr(2 * torch.linspace(lam[0], lam[1], n, dtype=F64)), torch.zeros(1, dtype=F64)])
+    ts = path.t_from_log_snr(2 * torch.linspace(lam[0], lam[1], n, dtype=F64))
     ts[0] = t0                                                                         # exact start
-    ts = path.on_grid(path.scale * ts)
-    if bool((ts[1:] >= ts[:-1]).any()):
-        raise UserError(f"steps={n}: rounded to this {path.scale}-level schedule the λ grid repeats a level; "
-                        "choose fewer steps")
-    return ts
+    if path.scale > 1:                                                                 # a schedule of levels
+        levels = (ts * path.scale).round()
+        for i in range(1, n):
+            levels[i] = min(levels[i], levels[i - 1] - 1)
+        if levels[-1] < 1:
+            raise UserError(f"steps={n}: this {path.scale}-level schedule has too few levels below t0={t0} for "
+                            f"{n} steps; choose fewer steps")
+        ts = levels / path.scale
+    return torch.cat([ts, torch.zeros(1, dtype=F64)])
 
 
 # name -> (sampler, grid(path, n)); the first is the baseline the others are compared with
