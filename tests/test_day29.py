@@ -25,7 +25,7 @@ def gen(seed: int) -> torch.Generator:
 
 @pytest.mark.parametrize("seed", range(5))
 def test_the_decoder_reads_every_clean_clip(seed):
-    """All ten digits, 200 clips each per seed: random phase, amplitude, detuning, onset and noise."""
+    """All ten digits, 200 clips each per seed: random amplitudes and noise."""
     digits = torch.arange(10).repeat(200)
     clips = modalities.dtmf(digits, gen(seed))
     assert clips.shape == (2000, modalities.CLIP) and clips.abs().max() <= 1

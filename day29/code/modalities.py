@@ -6,10 +6,12 @@ in [-1, 1] like an image's pixels. A generated array is read back by the argmax 
 when the decoded string is exactly the name.
 
 Audio. A telephone keypad's dual tone (ITU-T Q.23): digit d sounds the sum of one ROW and one COLUMN frequency,
-sampled at 8 kHz, CLIP = 512 samples (64 ms). Every clip is a draw from a distribution: both sines start at phase 0
-where the tone starts, after a silent onset of up to MAX_ONSET samples, with random amplitudes, a ±1 % frequency
-detuning and a little white noise. (Random phases would make the clip of one key a two-dimensional family of
-waveforms whose mean is silence; a network of this size does not learn to draw from it in minutes.) The decoder is
+sampled at 8 kHz, CLIP = 512 samples (64 ms). Every clip is a draw from a distribution: two sines of random
+amplitudes, both at phase 0 at the first sample, plus a little white noise. DETUNE and MAX_ONSET (0 here) would
+add a frequency jitter and a silent onset; either one shifts the phases of the later samples (a 1 % detuning turns
+the 1477 Hz tone by a whole cycle over the clip, one sample of onset by 1.2 rad), and random phases make the clips
+of one key a family of waveforms whose mean is silence: a network of this size does not learn to draw from that in
+minutes. The decoder is
 Goertzel's algorithm (one DFT bin evaluated by a second-order recursion) at the seven keypad frequencies (each probed
 at PROBES detuned copies, the strongest kept): the strongest row and the strongest column name the key; a clip whose
 two tones carry under half of its energy, or
@@ -39,8 +41,8 @@ CLIP = 512                                                   # samples per clip:
 ROWS = (697.0, 770.0, 852.0, 941.0)                          # Hz, the keypad's rows ...
 COLS = (1209.0, 1336.0, 1477.0)                              # ... and columns
 KEYS = ("123", "456", "789", "*0#")                          # KEYS[row][col]
-DETUNE = 0.01                                                # relative frequency jitter, ±1 %
-MAX_ONSET = 16                                               # silent samples before the tone, 0..MAX_ONSET
+DETUNE = 0.0                                                 # relative frequency jitter (0: none)
+MAX_ONSET = 0                                                # silent samples before the tone, 0..MAX_ONSET
 NOISE = 0.01                                                 # white noise std
 NOT_A_DIGIT = -1
 PROBES = 5                                                   # Goertzel probes per keypad frequency
@@ -74,8 +76,9 @@ def tone_pair(digit: int) -> tuple[float, float]:
 
 
 def dtmf(digits: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Digits (B,) -> clips (B, CLIP) in [-1, 1]: two detuned sines of random amplitude, both at phase 0 where they
-    start after a random silent onset, plus white noise. All randomness comes from `generator` (drawn on the CPU)."""
+    """Digits (B,) -> clips (B, CLIP) in [-1, 1]: two sines of random amplitude (detuned by up to DETUNE), both at
+    phase 0 where they start after a silent onset of up to MAX_ONSET samples, plus white noise. All randomness comes
+    from `generator` (drawn on the CPU)."""
     b = len(digits)
     pairs = torch.tensor([tone_pair(d) for d in range(10)], dtype=torch.float64)[digits.cpu()]     # (B, 2) Hz
 
