@@ -12,7 +12,8 @@ from collections.abc import Callable
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
 
 def flops(step: Callable[[], object]) -> int:
@@ -29,3 +30,27 @@ def training_flops(net: torch.nn.Module, loss_fn: Callable, x0: torch.Tensor, y:
     total = flops(lambda: loss_fn(net, x0, y, torch.Generator().manual_seed(0)).backward())
     net.zero_grad(set_to_none=True)
     return total / len(x0)
+
+
+class _Counter(TorchDispatchMode):
+    """flops()' count (the same table of products, flop_registry) without FlopCounterMode's module hooks,
+    which refuse a step that calls torch.autograd.grad inside (DDGAN's R1 penalty)."""
+
+    def __init__(self):
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        count = flop_registry.get(func._overloadpacket)
+        if count is not None:
+            self.total += count(*args, **kwargs, out_val=out)
+        return out
+
+
+def flops_with_grad(step: Callable[[], object]) -> int:
+    """The FLOPs of running step(), which may differentiate inside (a gradient penalty): flops()'s count."""
+    with _Counter() as counter, sdpa_kernel(SDPBackend.MATH):
+        step()
+    return counter.total

@@ -11,6 +11,7 @@ from conftest import HANG_TIMEOUT, ROOT, load_day, smoke_run
 from scipy import stats
 
 from common.consistency import cd_loss
+from common.flops import flops_with_grad
 from common.nets import UNet, UNetConfig
 from common.predictions import denoiser
 from common.reflow import PATH as FLOW
@@ -35,7 +36,7 @@ def test_a_small_net_counts_by_hand():
     assert budget.forward_flops(Timed(), x) == 2 * (a * b + b * c)
     step = budget.step_flops(Timed(), lambda m, x0, y, g: m(x0, None).pow(2).sum(), x)
     assert step == 2 * (2 * a * b + 3 * b * c)
-    assert budget.flops_with_grad(lambda: net(x).sum().backward()) == n * step
+    assert flops_with_grad(lambda: net(x).sum().backward()) == n * step
 
 
 def test_a_cd_step_costs_the_student_plus_two_forwards():

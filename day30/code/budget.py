@@ -29,9 +29,6 @@ from collections.abc import Callable, Sequence
 
 import torch
 from scipy import stats
-from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import flop_registry
 
 from common.flops import flops
 
@@ -53,30 +50,6 @@ def step_flops(net: torch.nn.Module, loss_fn: Callable, x0: Tensor) -> int:
     (a teacher's forwards too). Counted on a copy: the network's own gradients are not touched."""
     net = copy.deepcopy(net).train().requires_grad_(True)
     return flops(lambda: loss_fn(net, x0, None, torch.Generator().manual_seed(0)).backward()) // len(x0)
-
-
-class _Counter(TorchDispatchMode):
-    """common.flops' count (the same table of products, flop_registry) without FlopCounterMode's module hooks,
-    which refuse a step that calls torch.autograd.grad inside (DDGAN's R1 penalty)."""
-
-    def __init__(self):
-        super().__init__()
-        self.total = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        count = flop_registry.get(func._overloadpacket)
-        if count is not None:
-            self.total += count(*args, **kwargs, out_val=out)
-        return out
-
-
-def flops_with_grad(step: Callable[[], object]) -> int:
-    """The FLOPs of running step(), which may differentiate inside (a gradient penalty): common.flops.flops's count."""
-    with _Counter() as counter, sdpa_kernel(SDPBackend.MATH):
-        step()
-    return counter.total
 
 
 def steps_to_reach(budget: int, cost: Callable[[int], int]) -> int:

@@ -21,13 +21,14 @@ from dataclasses import dataclass, replace
 from functools import partial
 
 import torch
-from budget import flops_with_grad, spent, step_flops, steps_to_reach
+from budget import spent, step_flops, steps_to_reach
 
 from common.checkpoint import load_model
 from common.consistency import cd_loss
 from common.ddgan import PATH as GAN_PATH
 from common.ddgan import Discriminator, gan_denoiser
 from common.diffusion import diffusion_loss
+from common.flops import flops_with_grad
 from common.gan_loop import gan_step, train_gan
 from common.loop import fit
 from common.nets import UNet
