@@ -211,7 +211,7 @@ def day22(m: dict, root: Path) -> list[Entry]:
 
 
 def day28(m: dict, root: Path) -> list[Entry]:
-    """Day 6's model under DDIM, DPM-Solver++(2M) (two grids) and EDM's Heun at equal network calls."""
+    """Day 6's model under DDIM, DPM-Solver++(2M) (three grids) and EDM's Heun at equal network calls."""
     train = (trained_seconds(root, m["day6_checkpoint"]["path"]),)
     return [scored(28, f"DDPM, {s['setting']}", m, s, s["nfe"], s["seconds_per_sample"], train,
                    n=m["config"]["n_samples"]) for s in m["sampling"]]

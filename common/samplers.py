@@ -124,6 +124,32 @@ def heun_step(denoise: Denoiser, x: Tensor, t: Tensor, s: Tensor, *, path: Affin
     return x + h * (u_t + u_s) / 2
 
 
+def edm_heun_step(denoise: Denoiser, x: Tensor, t: Tensor, s: Tensor, *, path: AffinePath,
+                  generator: torch.Generator | None = None, **cond) -> Tensor:
+    """Heun's step where Karras et al. take it (Alg. 1 with their Eq. 4's s(t) = alpha): in x̃ = x / alpha against
+    σ̄ = sigma / alpha, where every affine path's probability-flow ODE reads dx̃/dσ̄ = ε̂ (a straight line while ε̂
+    stays put). Its Euler half is DDIM's step; Heun adds the trapezoid's correction:
+
+        x_s = [alpha_s x̂0_t + sigma_s ε̂_t]  +  alpha_s (σ̄_s − σ̄_t) (ε̂_s − ε̂_t) / 2,   ε̂_s taken at the bracket
+
+    The last step (sigma_s = 0) stays Euler, as in Alg. 1. EDM starts at a finite σ̄ (σ_max = 80): a step from
+    σ̄_t = ∞ (alpha_t = 0 to float32 precision: the linear and VP-cosine paths at t = 1) is refused, as no
+    trapezoid spans it.
+    """
+    t, s = as_t(t), as_t(s)
+    a_s, s_s = path.alpha(s), path.sigma(s)
+    if s_s > 0 and path.alpha(t) <= torch.finfo(torch.float32).eps:
+        raise UserError(f"EDM's Heun needs a finite sigma/alpha where it starts, and t={float(t):g} has alpha = 0: "
+                        f"start its grid below t = 1 (edm_grid(path, n, t0=...))")
+    pred = _predict(denoise, x, t, cond)
+    x_euler = a_s.to(x) * pred.x0 + s_s.to(x) * pred.eps
+    if s_s <= 0:
+        return x_euler
+    d_sigma = s_s / a_s - path.sigma(t) / path.alpha(t)                   # σ̄_s − σ̄_t < 0
+    eps_s = _predict(denoise, x_euler, s, cond).eps
+    return x_euler + (a_s * d_sigma / 2).to(x) * (eps_s - pred.eps)
+
+
 def rk4_step(denoise: Denoiser, x: Tensor, t: Tensor, s: Tensor, *, path: AffinePath,
              generator: torch.Generator | None = None, **cond) -> Tensor:
     """The classical 4th-order Runge–Kutta step: slopes k1 at t, k2 and k3 at the midpoint, k4 at s, and
@@ -207,6 +233,12 @@ def heun(denoise, x, ts, *, path, generator=None, **cond) -> Iterator[Tensor]:
 
 
 @torch.no_grad()
+def edm_heun(denoise, x, ts, *, path, generator=None, **cond) -> Iterator[Tensor]:
+    """EDM's sampler (Karras et al. 2022, Alg. 1): Heun in (σ̄, x̃) = (sigma, x) / alpha, two calls a step."""
+    yield from _walk(edm_heun_step, denoise, x, ts, path=path, **cond)
+
+
+@torch.no_grad()
 def rk4(denoise, x, ts, *, path, generator=None, **cond) -> Iterator[Tensor]:
     """The classical Runge–Kutta method (Kutta 1901) on the probability-flow ODE, four calls a step."""
     yield from _walk(rk4_step, denoise, x, ts, path=path, **cond)
@@ -235,8 +267,9 @@ def dpmpp_2m(denoise, x, ts, *, path, generator=None, **cond) -> Iterator[Tensor
         yield x
 
 
-SAMPLERS = {"ddpm": ddpm, "ddim": ddim, "euler": euler, "heun": heun, "rk4": rk4, "dpmpp_2m": dpmpp_2m}
-CALLS_PER_STEP = {heun: 2, rk4: 4}  # the others: one
+SAMPLERS = {"ddpm": ddpm, "ddim": ddim, "euler": euler, "heun": heun, "edm_heun": edm_heun, "rk4": rk4,
+            "dpmpp_2m": dpmpp_2m}
+CALLS_PER_STEP = {heun: 2, edm_heun: 2, rk4: 4}  # the others: one
 
 
 def nfe(sampler: Callable, ts: Tensor) -> int:

@@ -19,6 +19,8 @@ from common.samplers import (
     ddim_step,
     ddpm,
     ddpm_step,
+    edm_heun,
+    edm_heun_step,
     euler,
     heun,
     last,
@@ -172,12 +174,30 @@ def test_ddim_eta0_on_the_straight_path_is_euler(grid):
         assert max(float((p - q).abs().max()) for p, q in zip(a, b)) <= 1e-12
 
 
+def test_edm_heun_is_heun_on_x_over_alpha_against_sigma_over_alpha():
+    """One step written out in EDM's own coordinates (x̃, σ̄) = (x, sigma) / alpha, where dx̃/dσ̄ = ε̂: Euler to
+    σ̄_s, the slope again there, the trapezoid; back to x by alpha_s. Its Euler half is DDIM; to t = 0 it is DDIM."""
+    path = DiscreteVP.named("cosine")
+    den = exact_8g(path)
+    x = torch.randn(64, 2, generator=gen(13), dtype=F64)
+    t, s, zero = (torch.tensor(v, dtype=F64) for v in (0.7, 0.4, 0.0))
+    a_t, a_s = path.alpha(t), path.alpha(s)
+    sig_t, sig_s = path.sigma(t) / a_t, path.sigma(s) / a_s
+    d_t = den(x, t.expand(64)).eps
+    x_tilde = x / a_t + (sig_s - sig_t) * d_t
+    d_s = den(a_s * x_tilde, s.expand(64)).eps
+    by_hand = a_s * (x / a_t + (sig_s - sig_t) * (d_t + d_s) / 2)
+    torch.testing.assert_close(edm_heun_step(den, x, t, s, path=path), by_hand, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(a_s * x_tilde, ddim_step(den, x, t, s, path=path), rtol=1e-10, atol=1e-10)
+    assert torch.equal(edm_heun_step(den, x, t, zero, path=path), ddim_step(den, x, t, zero, path=path))
+
+
 def test_nfe_counts_network_calls():
     path = VPCosine()
     x1 = torch.randn(4, 2, generator=gen(7), dtype=F64)
-    per_step = {heun: 2, rk4: 4}
-    for sampler in (ddpm, ddim, euler, heun, rk4):
-        for ts in (uniform_grid(path, 7), torch.linspace(1, 1e-3, 8, dtype=F64)):
+    per_step = {heun: 2, edm_heun: 2, rk4: 4}
+    for sampler in (ddpm, ddim, euler, heun, edm_heun, rk4):
+        for ts in (uniform_grid(path, 7, t0=0.99), torch.linspace(0.99, 1e-3, 8, dtype=F64)):
             counting = Counted(exact_8g(path))
             last(sampler(counting, x1, ts, path=path, generator=gen(8)))
             k = per_step.get(sampler, 1)
@@ -188,6 +208,8 @@ def test_bad_options_are_user_errors():
     path = VPCosine()
     with pytest.raises(UserError, match="variance"):
         last(ddpm(exact_8g(path), torch.zeros(1, 2), uniform_grid(path, 2), path=path, variance="fixed"))
+    with pytest.raises(UserError, match="finite sigma/alpha"):
+        last(edm_heun(exact_8g(path), torch.zeros(1, 2), uniform_grid(path, 2), path=path))
     with pytest.raises(UserError, match="eta"):
         last(ddim(exact_8g(path), torch.zeros(1, 2), uniform_grid(path, 2), path=path, eta=1.5))
 
@@ -279,7 +301,8 @@ def floor():
 
 
 SAMPLERS = {"ddpm-posterior": (ddpm, {}), "ddpm-beta": (ddpm, {"variance": "beta"}), "ddim-eta0": (ddim, {}),
-            "ddim-eta1": (ddim, {"eta": 1.0}), "euler": (euler, {}), "heun": (heun, {}), "rk4": (rk4, {})}
+            "ddim-eta1": (ddim, {"eta": 1.0}), "euler": (euler, {}), "heun": (heun, {}), "edm-heun": (edm_heun, {}),
+            "rk4": (rk4, {})}
 
 
 @pytest.mark.parametrize("name", list(SAMPLERS))

@@ -4,9 +4,9 @@ Training (speed.py): day 6's recipe timed one technique at a time — naive atte
 channels_last, torch.compile, activation checkpointing, fused AdamW — then combined: images/s (median of timed
 windows after warm-up) and peak memory, each configuration in a process of its own. A short run of the baseline
 (fp32, no tricks) and one of the combined recipe, same seed and steps, checks that quality is unchanged (FID / floor
-with its bootstrap interval). Sampling (solvers.py): on day 6's model, DDIM against DPM-Solver++(2M) (uniform t and
-uniform λ) and EDM's Heun (ρ = 7) at equal network calls, from the same noises: FID / floor and confident share
-against calls and seconds.
+with its bootstrap interval). Sampling (solvers.py): on day 6's model, DDIM against DPM-Solver++(2M) (uniform t,
+uniform λ, ρ = 7) and EDM's Heun (ρ = 7 from σ_max = 80) at equal network calls, from the same noises: FID / floor
+and confident share against calls and seconds.
 
 References: Lu et al. 2022 (DPM-Solver++, arXiv:2211.01095); Karras et al. 2022 (EDM, arXiv:2206.00364); Chen et
 al. 2016 (gradient checkpointing, arXiv:1604.06174); Micikevicius et al. 2018 (mixed precision, arXiv:1710.03740).
