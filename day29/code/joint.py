@@ -18,7 +18,7 @@ the course's samplers (common.samplers) run it unchanged; the given modalities t
 they reach the network bit for bit at every step.
 
 The network (`JointNet`) has two branches that read each other. A small transformer (common.dit.Block) attends
-over the audio's 64-sample frames, the text's characters and coarse 7 × 7 patches of the noisy image, each token
+over the audio's 32-sample frames, the text's characters and coarse 7 × 7 patches of the noisy image, each token
 with a unit-scale learned position and its modality's time embedding, and predicts the audio and the text. The
 course's U-Net predicts the image at t_image and cross-attends (Rombach et al. 2022, the text conditioning of day
 12) to the transformer's output audio and text tokens: the image sees what the other modalities say, each at its
@@ -60,7 +60,9 @@ class JointConfig:
     heads: int = 4
     mlp_ratio: float = 2.0
     patch: int = 7                # the transformer's image patches p × p: (28 / p)² tokens
-    frame: int = 64               # audio samples per token: CLIP / frame tokens
+    frame: int = 32               # audio samples per token: CLIP / frame tokens. Half the width: at t -> 0 the
+                                  # target v -> eps is the token's own noise, which must pass through the stream
+                                  # beside position, time and context; a token as wide as the stream leaves no room
     channels: int = 16            # the U-Net's width at full resolution (mults 1, 2, 2)
     attn_res: tuple[int, ...] = (7,)  # the U-Net's sides with self- and cross-attention
 
