@@ -17,7 +17,7 @@ import torch
 
 from common.config import UserError
 from common.paths import AffinePath, edm_grid, uniform_grid
-from common.samplers import ddim, dpmpp_2m, edm_heun
+from common.samplers import CALLS_PER_STEP, ddim, dpmpp_2m, edm_heun
 
 F64 = torch.float64
 
@@ -67,5 +67,7 @@ SETTINGS = {
 
 
 def steps_for(sampler, nfe: int) -> int:
-    """The steps that spend at most `nfe` calls (Heun: 2n − 1 ≤ nfe), at least one."""
-    return max(1, (nfe + 1) // 2) if sampler is edm_heun else nfe
+    """The most steps that spend at most `nfe` calls, at least one: c calls a step but one on the last (to t = 0),
+    so n steps cost c·n − c + 1 (Heun: 2n − 1)."""
+    c = CALLS_PER_STEP.get(sampler, 1)
+    return max(1, (nfe + c - 1) // c)
