@@ -11,11 +11,10 @@ amplitudes, both at phase 0 at the first sample, plus a little white noise. DETU
 add a frequency jitter and a silent onset; either one shifts the phases of the later samples (a 1 % detuning turns
 the 1477 Hz tone by a whole cycle over the clip, one sample of onset by 1.2 rad), and random phases make the clips
 of one key a family of waveforms whose mean is silence: a network of this size does not learn to draw from that in
-minutes. The decoder is
-Goertzel's algorithm (one DFT bin evaluated by a second-order recursion) at the seven keypad frequencies (each probed
-at PROBES detuned copies, the strongest kept): the strongest row and the strongest column name the key; a clip whose
-two tones carry under half of its energy, or
-whose key is not a digit (* and #), reads as NOT_A_DIGIT.
+minutes. The decoder is Goertzel's algorithm (one DFT bin evaluated by a second-order recursion) at the seven
+keypad frequencies (each probed at PROBES detuned copies when DETUNE > 0, the strongest kept): the strongest row and
+the strongest column name the key; a clip whose two tones carry under half of its energy, or whose key is not a digit
+(* and #), reads as NOT_A_DIGIT.
 
 References
     ITU-T Recommendation Q.23 (1988), "Technical features of push-button telephone sets" (the DTMF frequencies).
@@ -110,9 +109,10 @@ def key_power(clips: Tensor) -> Tensor:
     """The power of each keypad frequency in each clip (B, 7), rows then columns: the largest |X(f)|² over PROBES
     detuned copies of f spanning ±DETUNE, so that a detuned tone (up to 15 Hz, a DFT bin over 512 samples is
     15.6 Hz wide) is measured at its own frequency."""
-    spread = torch.linspace(-DETUNE, DETUNE, PROBES).tolist()
+    k = PROBES if DETUNE > 0 else 1                                  # undetuned tones: the frequency itself
+    spread = torch.linspace(-DETUNE, DETUNE, k).tolist()
     probes = tuple(f * (1 + d) for f in ROWS + COLS for d in spread)
-    return goertzel_power(clips, probes).reshape(len(clips), len(ROWS + COLS), PROBES).amax(-1)
+    return goertzel_power(clips, probes).reshape(len(clips), len(ROWS + COLS), k).amax(-1)
 
 
 def audio_digits(clips: Tensor, min_share: float = 0.5) -> Tensor:

@@ -72,10 +72,8 @@ class Config(TrainConfig):
 PRESETS = {
     "smoke": Config(steps=3, batch_size=8, warmup=1, sample_every=0, ckpt_every=3, log_every=1,
                     net=JointConfig(width=16, depth=1, heads=2, channels=8), sample_steps=2, n_eval=10, batch=10),
-    # fp32 beats bf16 autocast on CPU. Measured on 1 loaded thread (assumed no faster on the 2-core run): 280 ms a
-    # step of 32 (the U-Net is ~80 % of it): 1,900 steps ≈ 532 s; sampling 500 per task × 20 DDIM steps ≈ 36 s
-    # for each of the 4 image tasks (2–3.6 ms per sample and step) + ≈ 3 s for each of the 6 others (no U-Net)
-    # ≈ 160 s; evaluator, FID, Goertzel, figures and data ≈ 55 s: ≈ 747 s ≈ 12.5 min.
+    # fp32: bf16 autocast was slower for this network on CPU. The run's time, training and sampling seconds are in
+    # results/metrics.json (wall_time_s, train_seconds, each task's seconds_per_sample).
     "cpu": Config(steps=1900, batch_size=32, lr=2e-3, warmup=100, ema_decay=0.995, bf16=False, sample_every=0,
                   ckpt_every=500, sample_steps=20, n_eval=500),
     "gpu": Config(steps=50_000, batch_size=256, lr=2e-4, warmup=2000, ema_decay=0.9999, sample_every=0,
