@@ -48,8 +48,8 @@ class Config(TrainConfig):
     schedules: tuple[str, ...] = ("linear", "cosine", "quadratic")  # sigmoid too where the budget allows
     prediction: str = "v"                # what the network outputs (day 6's choice)
     n_steps: int = 1000                  # T
-    # day 6's U-Net shape (channels x (1, 2, 2), attention at 7x7), narrower to fit four trainings
-    unet: UNetConfig = field(default_factory=lambda: UNetConfig(channels=24, n_res=1))
+    # day 6's cpu U-Net (16 x (1, 2, 2) channels, one residual block per level, attention at 7x7)
+    unet: UNetConfig = field(default_factory=lambda: UNetConfig(channels=16, n_res=1))
     sample_steps: int = 50               # respaced ancestral steps (σ² = β̃) for the FID samples
     n_samples: int = 1000                # FID samples per schedule (one n for all: FID is biased by n)
     n_trajectory: int = 8                # chains followed from noise to digit, per schedule (GIF and figure)
