@@ -55,14 +55,15 @@ SHAPES = {"image": (1, 28, 28), "audio": (CLIP,), "text": (LENGTH, len(ALPHABET)
 @dataclass
 class JointConfig:
     """Everything that fixes a JointNet, so that a checkpoint's copy of it rebuilds the same network."""
-    width: int = 64               # D, the transformer's tokens and the U-Net's context
+    width: int = 128              # D, the transformer's tokens and the U-Net's context
     depth: int = 3                # transformer blocks
     heads: int = 4
     mlp_ratio: float = 2.0
     patch: int = 7                # the transformer's image patches p × p: (28 / p)² tokens
-    frame: int = 32               # audio samples per token: CLIP / frame tokens. Half the width: at t -> 0 the
-                                  # target v -> eps is the token's own noise, which must pass through the stream
-                                  # beside position, time and context; a token as wide as the stream leaves no room
+    frame: int = 32               # audio samples per token: CLIP / frame tokens. A quarter of the width: at t -> 0
+                                  # the target v -> eps is the token's own noise, which must pass through the stream
+                                  # beside position, time and what the U-Net reads; a token as wide as the stream
+                                  # leaves no room (at half the width the joint network read tones but drew none)
     channels: int = 16            # the U-Net's width at full resolution (mults 1, 2, 2)
     attn_res: tuple[int, ...] = (7,)  # the U-Net's sides with self- and cross-attention
 
