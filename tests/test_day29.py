@@ -192,6 +192,17 @@ def test_asking_for_fewer_outputs_changes_none():
         assert tuple(part) == outputs and all(torch.equal(part[m], full[m]) for m in outputs)
 
 
+def test_a_lone_modality_histogram_counts_only_readable_samples():
+    """A name that reads as no digit is unreadable, and it must not land in the histogram's bin of zero."""
+    train = load_day(29, "train")
+    names = modalities.encode_text(torch.tensor([3, 3, 7]))
+    names[0] = -names[0]                                  # every bit flipped: one letter five times, no name
+    row = train.evaluate(joint.Task("text alone", ("text",)), {"text": names}, torch.tensor([3, 3, 7]), None,
+                         "mnist", None)
+    assert row["readable"]["share"] == round(2 / 3, 4)
+    assert row["class_hist"] == [0, 0, 0, 1, 0, 0, 0, 1, 0, 0]
+
+
 def test_smoke_run(tmp_path):
     result = smoke_run(29, tmp_path)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]

@@ -146,9 +146,10 @@ def evaluate(task: Task, out: dict, labels: torch.Tensor, real: torch.Tensor, da
     elif task.generate == ("image",):  # every image has a most likely class: readable = confidently classified
         row["readable"] = share(load_evaluator(dataset).probs(quantize(out["image"])).amax(1) > CONFIDENT)
         row["class_hist"] = torch.bincount(digits["image"], minlength=10).tolist()
-    elif len(task.generate) == 1:
-        row["readable"] = share(digits[task.generate[0]] != NOT_A_DIGIT)
-        row["class_hist"] = torch.bincount(digits[task.generate[0]].clamp(min=0), minlength=10).tolist()
+    elif len(task.generate) == 1:  # a clip or a name may read as no digit: the histogram counts the readable ones
+        read_as = digits[task.generate[0]]
+        row["readable"] = share(read_as != NOT_A_DIGIT)
+        row["class_hist"] = torch.bincount(read_as[read_as != NOT_A_DIGIT], minlength=10).tolist()
     else:
         d = [digits[m] for m in MODALITIES]
         row["agreement"] = share((d[0] == d[1]) & (d[1] == d[2]) & (d[0] != NOT_A_DIGIT))
