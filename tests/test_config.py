@@ -181,7 +181,7 @@ OLD = {  # (day, preset): the U-Net fields each preset had before they moved int
     (6, "cpu"): dict(channels=16, mults=(1, 2, 2), n_res=1, attn_res=(7,)),
     (6, "gpu"): dict(channels=64, mults=(1, 2, 2), n_res=2, attn_res=(7, 14)),
     (8, "smoke"): dict(channels=8, mults=(1, 2, 2), n_res=1, attn_res=(7,)),
-    (8, "cpu"): dict(channels=24, mults=(1, 2, 2), n_res=1, attn_res=(7,)),
+    (8, "cpu"): dict(channels=16, mults=(1, 2, 2), n_res=1, attn_res=(7,)),  # day 6's cpu net since; 24 before
     (8, "gpu"): dict(channels=64, mults=(1, 2, 2), n_res=2, attn_res=(7, 14)),
 }
 
