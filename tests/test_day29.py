@@ -1,7 +1,8 @@
 """Day 29: the Goertzel decoder reads every clean clip the DTMF generator makes; text's analog bits round-trip; the
 joint loss noises each modality at its own time (an oracle that knows the datum has zero loss, a net wrong in one
 modality pays exactly that modality's MSE); a condition reaches the network bit for bit at t = 0 through the sampler,
-a marginalised modality at t = 1; the tasks cover every direction; the smoke run; and the README's tables."""
+a marginalised modality at t = 1; the tasks cover every direction; a lone modality's histogram counts only readable
+samples; the smoke run; and the README's tables."""
 
 import json
 
