@@ -17,7 +17,8 @@ def _num(value, fmt: str) -> str:
 def settings(m: dict) -> str:
     """One row per model and mode, real test clips first: per-frame quality, identity, motion."""
     out = ["| clips | per-frame FID / floor (95% interval of the FID) | confident / real | same class in every "
-           "frame | generated frames of the given frame's class | motion residual, px (wall-free triples × axes counted) |",
+           "frame | generated frames of the given frame's class | "
+           "motion residual, px (wall-free triples × axes counted) |",
            "|---|---:|---:|---:|---:|---:|"]
     for key, r in m["settings"].items():
         name = r["model"] if key == "real" else f"{r['model']}, {r['mode']}"
