@@ -108,7 +108,7 @@ def goertzel_power(clips: Tensor, freqs: tuple[float, ...]) -> Tensor:
 def key_power(clips: Tensor) -> Tensor:
     """The power of each keypad frequency in each clip (B, 7), rows then columns: the largest |X(f)|² over PROBES
     detuned copies of f spanning ±DETUNE, so that a detuned tone (up to 15 Hz, a DFT bin over 512 samples is
-    15.6 Hz wide) is measured at its own frequency."""
+    15.6 Hz wide) is measured at its own frequency; with DETUNE = 0, |X(f)|² at f itself."""
     k = PROBES if DETUNE > 0 else 1                                  # undetuned tones: the frequency itself
     spread = torch.linspace(-DETUNE, DETUNE, k).tolist()
     probes = tuple(f * (1 + d) for f in ROWS + COLS for d in spread)
