@@ -82,7 +82,7 @@ PRESETS = {
     "smoke": Config(schedules=("linear", "cosine"), steps=20, batch_size=32, unet=UNetConfig(channels=8, n_res=1),
                     warmup=5, log_every=5, ckpt_every=20, sample_every=0, sample_steps=5, n_samples=32, n_heldout=32,
                     t_bins=4),
-    "cpu": Config(steps=800, batch_size=64, lr=2e-3, warmup=100, ema_decay=0.995, sample_every=0, ckpt_every=200),
+    "cpu": Config(steps=400, batch_size=64, lr=2e-3, warmup=50, ema_decay=0.995, sample_every=0, ckpt_every=200),
     "gpu": Config(schedules=("linear", "cosine", "quadratic", "sigmoid"), steps=40_000, batch_size=256, lr=2e-4,
                   warmup=1000, ema_decay=0.9999, unet=UNetConfig(channels=64, n_res=2, attn_res=(7, 14)),
                   sample_every=0, ckpt_every=2000, sample_steps=1000, n_samples=10_000,

@@ -103,7 +103,7 @@ PRESETS = {
     "smoke": Config(steps=20, batch_size=16, unet=replace(sr3_unet(), channels=8, num_classes=2), warmup=5,
                     sample_every=0, ckpt_every=10, log_every=5, aug_levels=(0.0, 0.3), sample_steps=4, n_eval=16,
                     n_diverse=2, k_diverse=2, n_show=2),
-    "cpu": Config(steps=900, batch_size=128, lr=2e-3, warmup=100, ema_decay=0.995, sample_every=0, ckpt_every=250),
+    "cpu": Config(steps=450, batch_size=128, lr=2e-3, warmup=50, ema_decay=0.995, sample_every=0, ckpt_every=150),
     "gpu": Config(steps=40_000, batch_size=256, lr=2e-4, warmup=1000, ema_decay=0.9999, sample_every=0,
                   unet=replace(sr3_unet(), channels=64, n_res=2), ckpt_every=2000, sample_steps=250),
 }

@@ -85,9 +85,9 @@ PRESETS = {
                     toy=ToyConfig(steps=20, batch_size=64, warmup=5, ckpt_every=10, log_every=5, n_train=256,
                                   cd_levels=4, ct_start=2, ct_end=4, n_eval=64, exact_steps=8, bins=4)),
     # CD fine-tunes the teacher's weights at a low rate (2e-4 beat 1e-3 by far in a probe); CT starts from scratch
-    "cpu": Config(steps=600, batch_size=128, lr=2e-4, warmup=50, ema_decay=0.995, sample_every=0, ckpt_every=300,
-                  ct=CTConfig(steps=600, batch_size=128, lr=1e-3, warmup=50, ema_decay=0.995, sample_every=0,
-                              ckpt_every=300, end_levels=80),
+    "cpu": Config(steps=300, batch_size=128, lr=2e-4, warmup=25, ema_decay=0.995, sample_every=0, ckpt_every=150,
+                  ct=CTConfig(steps=300, batch_size=128, lr=1e-3, warmup=25, ema_decay=0.995, sample_every=0,
+                              ckpt_every=150, end_levels=80),
                   toy=ToyConfig(steps=4000, batch_size=256, lr=2e-4, warmup=100, ckpt_every=2000, log_every=200)),
     "gpu": Config(steps=20_000, batch_size=256, lr=1e-4, warmup=1000, ema_decay=0.9999, sample_every=0,
                   ckpt_every=2000, n_samples=10_000, batch=1000,

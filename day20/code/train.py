@@ -69,7 +69,7 @@ def stage_steps(start: int) -> list[int]:
 PRESETS = {
     "smoke": Config(day6_results="", steps=4, batch_size=16, warmup=1, sample_every=0, ckpt_every=2, log_every=2,
                     start_steps=4, saved_steps=2, n_samples=16, batch=16, n_show=3),
-    "cpu": Config(steps=300, batch_size=128, lr=2e-4, warmup=20, ema_decay=0.99, sample_every=0, ckpt_every=150),
+    "cpu": Config(steps=150, batch_size=128, lr=2e-4, warmup=10, ema_decay=0.99, sample_every=0, ckpt_every=75),
     "gpu": Config(steps=10_000, batch_size=256, lr=1e-4, warmup=500, ema_decay=0.999, sample_every=0,
                   ckpt_every=2000, start_steps=256, n_samples=10_000, batch=1000),
 }

@@ -47,7 +47,7 @@ class Config:
     # G: day 6's small U-Net; z enters as cond_channels extra input channels of noise (its `cond`)
     unet: UNetConfig = field(default_factory=lambda: UNetConfig(channels=16, n_res=1, cond_channels=1))
     disc: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
-    steps: int = 2000                        # updates of D, and as many of G
+    steps: int = 1000                        # updates of D, and as many of G
     batch_size: int = 64
     lr_g: float = 2e-4                       # Adam's learning rates, constant
     lr_d: float = 2e-4

@@ -84,7 +84,7 @@ PRESETS = {
                     digit_size=8, max_speed=2, n_train=64, n_test=16, sample_steps=2, n_clips=8, n_ref=64,
                     batch=8, n_show=4),
     # ~0.6 s per step in a full run (2 threads, bf16; 0.43 / 0.38 in a bare probe): ~18 min of training in all
-    "cpu": Config(steps=900, batch_size=16, lr=2e-3, warmup=60, ema_decay=0.995, sample_every=0, ckpt_every=300,
+    "cpu": Config(steps=450, batch_size=16, lr=2e-3, warmup=30, ema_decay=0.995, sample_every=0, ckpt_every=150,
                   sample_steps=5),
     "gpu": Config(steps=50_000, batch_size=64, lr=2e-4, warmup=1000, ema_decay=0.9999, sample_every=0,
                   ckpt_every=5000, net=VideoUNetConfig(unet=UNetConfig(image_size=64, channels=64, mults=(1, 2, 2, 2),
