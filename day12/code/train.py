@@ -95,7 +95,7 @@ PRESETS = {
                     log_every=5, n_train=256, n_classifier=256, sample_steps=8, ws=(1, 3), n_sweep=6, n_final=8,
                     n_maps=4,
                     classifier=TrainConfig(steps=20, batch_size=32, warmup=5, sample_every=0, log_every=5)),
-    "cpu": Config(steps=550, batch_size=128, lr=2e-3, warmup=50, ema_decay=0.995, sample_every=0, ckpt_every=125),
+    "cpu": Config(steps=1100, batch_size=128, lr=2e-3, warmup=100, ema_decay=0.995, sample_every=0, ckpt_every=250),
     "gpu": Config(steps=40_000, batch_size=256, lr=2e-4, warmup=1000, ema_decay=0.9999, model=model_config(64),
                   n_train=200_000, n_classifier=50_000, sample_every=5000, ckpt_every=2000, sample_steps=250,
                   classifier=TrainConfig(steps=5000, batch_size=256, sample_every=0), n_sweep=500, n_final=2000,
