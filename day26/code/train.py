@@ -85,7 +85,7 @@ PRESETS = {
     "smoke": Config(day6_results="", steps=4, batch_size=16, warmup=1, sample_every=0, ckpt_every=2, log_every=2,
                     hint_width=8, scales=(1.0, 2.0), sample_steps=2, n_samples=16, batch=16, n_show=2, seeds=2),
     # ~4.8 steps/s per ControlNet and ~30 s per setting's 1,000 DDIM samples on 2 idle threads: ~10 min in all
-    "cpu": Config(steps=300, batch_size=64, lr=1e-3, warmup=10, ema_decay=0.99, sample_every=0, ckpt_every=150),
+    "cpu": Config(steps=600, batch_size=64, lr=1e-3, warmup=20, ema_decay=0.99, sample_every=0, ckpt_every=300),
     "gpu": Config(steps=10_000, batch_size=256, lr=1e-4, warmup=500, ema_decay=0.999, sample_every=0,
                   ckpt_every=2000, sample_steps=50, n_samples=10_000, batch=1000),
 }
