@@ -46,7 +46,7 @@ class Config(TrainConfig):                          # the recipe of the 2-RF and
     day16_args: tuple[str, ...] = ()                # extra --key=value for day 16's train.py when it has to run
     n_pairs: int = 8000                             # reflow pairs (and distillation pairs)
     pair_steps: int = 8                             # Heun steps that make them (2 n − 1 calls a pair)
-    distill_steps: int = 500                        # training steps of the one-step model
+    distill_steps: int = 1000                       # training steps of the one-step model
     euler_steps: tuple[int, ...] = (1, 2, 4, 8, 50)   # FID of 1-RF and 2-RF after these many Euler steps
     n_samples: int = 1000                           # samples per setting, all from the same noises
     n_straight: int = 256                           # noises whose fine trajectories give straightness
@@ -78,7 +78,7 @@ PRESETS = {
                                   log_every=5, n_train=256, n_pairs=256, pair_steps=4, n_eval=64, euler_steps=(1, 2),
                                   fine_steps=8)),
     # from 1-RF's weights at a lower rate than day 16's 2e-3 (Liu et al. fine-tune, too)
-    "cpu": Config(steps=750, batch_size=128, lr=1e-3, warmup=25, ema_decay=0.995, sample_every=0, ckpt_every=250,
+    "cpu": Config(steps=1500, batch_size=128, lr=1e-3, warmup=50, ema_decay=0.995, sample_every=0, ckpt_every=500,
                   toy=ToyConfig(steps=2000, batch_size=256, lr=2e-3, warmup=100, ckpt_every=1000, log_every=100)),
     "gpu": Config(steps=20_000, batch_size=256, lr=2e-4, warmup=1000, ema_decay=0.9999, sample_every=0,
                   ckpt_every=2000, n_pairs=100_000, pair_steps=25, distill_steps=10_000, n_samples=10_000,
