@@ -89,7 +89,7 @@ class Config(TrainConfig):
 PRESETS = {
     "smoke": Config(steps=20, batch_size=32, warmup=5, log_every=5, sample_every=0, ckpt_every=10, keep_every=5,
                     fid_points=2, posthoc=(0.05, 0.07, 0.2), eval_steps=4, n_eval=8, n_val=16, batch=8),
-    "cpu": Config(steps=1600, batch_size=128, warmup=100, sample_every=0, ckpt_every=200, keep_every=200),
+    "cpu": Config(steps=800, batch_size=128, warmup=50, sample_every=0, ckpt_every=100, keep_every=100),
     "gpu": Config(steps=40_000, batch_size=256, lr=2e-4, warmup=1000, sample_every=0, ckpt_every=2000,
                   keep_every=2000, unet=UNetConfig(channels=64, attn_res=(7, 14)), fid_points=5, n_eval=5000,
                   batch=1000, averages=("ema-0.999", "ema-0.9999", "ema-0.99999", "ema-0.9999-ramp", "power-0.05",
