@@ -19,6 +19,7 @@ References
     Song et al. 2021 (probability-flow ODE, Eq. 13), arXiv:2011.13456.
     Karras et al. 2022 (EDM, Alg. 1: Heun with an Euler last step), arXiv:2206.00364.
     Lu et al. 2022 (DPM-Solver++, Alg. 2: the multistep 2nd-order solver in x̂0), arXiv:2211.01095.
+    Zhao et al. 2023 (UniPC: the corrector UniC after DPM-Solver++(2M)), arXiv:2302.04867.
     Kutta 1901, "Beitrag zur näherungsweisen Integration totaler Differentialgleichungen" (the classical RK4).
     Dormand & Prince 1980, "A family of embedded Runge-Kutta formulae", J. Comput. Appl. Math. 6(1) (dopri5,
         through torchdiffeq: Chen et al. 2018, arXiv:1806.07366).
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import torch
 from tqdm import tqdm
@@ -172,16 +174,23 @@ def rk4_step(denoise: Denoiser, x: Tensor, t: Tensor, s: Tensor, *, path: Affine
 def dpmpp_2m_step(denoise: Denoiser, x: Tensor, t: Tensor, s: Tensor, *, path: AffinePath,
                   earlier: tuple[Tensor, Tensor] | None = None, generator: torch.Generator | None = None,
                   **cond) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-    """One step of DPM-Solver++(2M) (Lu et al. 2022, Alg. 2), exact in the linear part of the ODE in λ:
+    """One step of DPM-Solver++(2M) (Lu et al. 2022, Alg. 2): one call, then `dpmpp_2m_update`.
+
+    `earlier` = (x̂0, h) of the previous step, None on the first; returns x_s and this step's (x̂0, h) for the
+    next."""
+    return dpmpp_2m_update(x, t, s, _predict(denoise, x, t, cond).x0, path=path, earlier=earlier)
+
+
+def dpmpp_2m_update(x: Tensor, t: Tensor, s: Tensor, x0: Tensor, *, path: AffinePath,
+                    earlier: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    """DPM-Solver++(2M)'s move from t to s given x̂0 at (x_t, t), exact in the linear part of the ODE in λ:
 
         x_s = (sigma_s / sigma_t) x_t − alpha_s (e^{−h} − 1) D,   h = λ_s − λ_t,  λ = log(alpha / sigma)
         D = (1 + 1/(2r)) x̂0_t − 1/(2r) x̂0_prev,  r = h_prev / h        (D = x̂0_t on the first step)
 
-    `earlier` = (x̂0, h) of the previous step, None on the first; returns x_s and this step's (x̂0, h) for the
-    next. With D = x̂0_t the step is DDIM's exactly. The last step (sigma_s = 0, h = ∞) is first order, as in
-    Lu et al.'s code: x_0 = alpha_0 x̂0.
+    With D = x̂0_t the step is DDIM's exactly. The last step (sigma_s = 0, h = ∞) is first order, as in Lu et
+    al.'s code: x_0 = alpha_0 x̂0.
     """
-    x0 = _predict(denoise, x, t, cond).x0
     t, s = as_t(t), as_t(s)
     a_s, s_s = path.alpha(s), path.sigma(s)
     if s_s <= 0:
@@ -194,6 +203,60 @@ def dpmpp_2m_step(denoise: Denoiser, x: Tensor, t: Tensor, s: Tensor, *, path: A
         d = (1 + half_over_r) * x0 - half_over_r * x0_prev
     x_s = (s_s / path.sigma(t)).to(x) * x + (-a_s * torch.expm1(-h)).to(x) * d
     return x_s, (x0, h)
+
+
+class UniPCState(NamedTuple):
+    """What UniPC keeps of its step from r to t: the state x_r it started from (corrected), the time r,
+    DPM-Solver++(2M)'s memory after r, (x̂0_r, λ_t − λ_r), and the memory it had at r (the step q → r; None when
+    r was the first time)."""
+    x: Tensor
+    r: Tensor
+    memory: tuple[Tensor, Tensor]
+    before: tuple[Tensor, Tensor] | None
+
+
+def unipc_step(denoise: Denoiser, x: Tensor, t: Tensor, s: Tensor, *, path: AffinePath,
+               earlier: UniPCState | None = None, generator: torch.Generator | None = None,
+               **cond) -> tuple[Tensor, UniPCState]:
+    """One step of UniPC-2 with B(h) = e^h − 1 ('bh2'; Zhao et al. 2023), one call: the call at (x_t, t) first
+    corrects x_t (UniC, `unipc_correct`), then DPM-Solver++(2M) predicts x_s from the corrected state (UniP-2 with
+    this B(h) is DPM-Solver++(2M)'s update). The x̂0 of that call is kept, not taken again at the corrected x_t,
+    so the corrector costs no call; the state after the last step is a prediction, as no call follows it.
+
+    `earlier`: the previous step's UniPCState, None on the first; returns x_s and this step's state.
+    """
+    x0 = _predict(denoise, x, t, cond).x0
+    memory = earlier.memory if earlier is not None else None
+    if earlier is not None:
+        x = unipc_correct(earlier, x0, t, path=path)
+    x_s, new_memory = dpmpp_2m_update(x, t, s, x0, path=path, earlier=memory)
+    return x_s, UniPCState(x, as_t(t), new_memory, memory)
+
+
+def unipc_correct(earlier: UniPCState, x0_t: Tensor, t: Tensor, *, path: AffinePath) -> Tensor:
+    """UniC (Zhao et al. 2023) in data prediction: redo the step from r to t with x̂0_t, the prediction at the
+    state it reached, as one more point of the polynomial in λ that x̂0 is integrated along:
+
+        x_t^c = (sigma_t / sigma_r) x_r − alpha_t B x̂0_r − alpha_t B [ρ_1 D_1 + ρ_2 (x̂0_t − x̂0_r)]
+
+    with h = λ_t − λ_r and B = e^{−h} − 1 (their B(h) = e^h − 1, 'bh2', with h → −h for data prediction);
+    D_1 = (x̂0_q − x̂0_r) / r_1 through the time q before r, r_1 = (λ_q − λ_r) / h < 0; and ρ solving
+    [[1, 1], [r_1, 1]] ρ = (g_1, 2 g_2) / B, where g_1 = B / (−h) − 1 and g_2 = g_1 / (−h) − 1/2 (the φ-functions
+    of the exponential integrator). After the first step (no q) ρ_2 = 1/2 and there is no D_1.
+    """
+    x_r, r, (x0_r, h), before = earlier
+    t = as_t(t)
+    a_t, b = path.alpha(t), torch.expm1(-h)
+    x_t = (path.sigma(t) / path.sigma(r)).to(x_r) * x_r - (a_t * b).to(x_r) * x0_r
+    if before is None:
+        return x_t - (a_t * b / 2).to(x_r) * (x0_t - x0_r)
+    x0_q, h_qr = before
+    r_1 = -h_qr / h                                               # λ_q − λ_r = −(λ_r − λ_q)
+    g_1 = b / -h - 1
+    g_2 = g_1 / -h - 0.5
+    rho_1 = (g_1 - 2 * g_2) / b / (1 - r_1)                       # the 2 × 2 system, solved by hand
+    rho_2 = g_1 / b - rho_1
+    return x_t - (a_t * b).to(x_r) * ((rho_1 / r_1).to(x_r) * (x0_q - x0_r) + rho_2.to(x_r) * (x0_t - x0_r))
 
 
 # --- samplers: a loop over a step -----------------------------------------------------------------------
@@ -267,8 +330,18 @@ def dpmpp_2m(denoise, x, ts, *, path, generator=None, **cond) -> Iterator[Tensor
         yield x
 
 
+@torch.no_grad()
+def unipc(denoise, x, ts, *, path, generator=None, **cond) -> Iterator[Tensor]:
+    """UniPC-2, bh2 (Zhao et al. 2023): DPM-Solver++(2M) plus a corrector from the next step's call; one call a
+    step."""
+    earlier = None
+    for t, s in zip(ts[:-1], ts[1:]):
+        x, earlier = unipc_step(denoise, x, t, s, path=path, earlier=earlier, **cond)
+        yield x
+
+
 SAMPLERS = {"ddpm": ddpm, "ddim": ddim, "euler": euler, "heun": heun, "edm_heun": edm_heun, "rk4": rk4,
-            "dpmpp_2m": dpmpp_2m}
+            "dpmpp_2m": dpmpp_2m, "unipc": unipc}
 CALLS_PER_STEP = {heun: 2, edm_heun: 2, rk4: 4}  # the others: one
 
 

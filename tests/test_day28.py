@@ -1,5 +1,6 @@
-"""Day 28: DPM-Solver++(2M) (common.samplers.dpmpp_2m) against the exact ODE solution on a Gaussian target (second
-order, where DDIM is first) and against diffusers' DPMSolverMultistepScheduler step by step; the λ grid; each speed
+"""Day 28: DPM-Solver++(2M) (common.samplers.dpmpp_2m) and UniPC (common.samplers.unipc) against the exact ODE
+solution on a Gaussian target (second and third order, where DDIM is first) and against diffusers'
+DPMSolverMultistepScheduler and UniPCMultistepScheduler step by step; the λ grid; each speed
 technique leaves a fixed batch's loss (and AdamW's first step) unchanged within its tolerance; the smoke run through
 the command line; and the README tables of the committed metrics."""
 
@@ -12,7 +13,7 @@ from conftest import ROOT, load_day, smoke_run
 
 from common.paths import DiscreteVP, VPCosine, edm_grid
 from common.predictions import denoiser
-from common.samplers import ddim, dpmpp_2m, dpmpp_2m_step, edm_heun, last
+from common.samplers import ddim, dpmpp_2m, dpmpp_2m_step, edm_heun, last, unipc
 
 F64 = torch.float64
 speed, solvers, tables, train = load_day(28, "speed", "solvers", "tables", "train")
@@ -47,14 +48,21 @@ def final_error(sampler, ts) -> float:
     return float((out - exact_flow(path, x, float(ts[0]), float(ts[-1]))).abs().max())
 
 
-@pytest.mark.parametrize("grid", ["lambda", "edm"])
-def test_dpmpp_2m_converges_at_second_order_to_the_exact_gaussian_flow(grid):
+def lambda_uniform(n: int) -> torch.Tensor:
+    """n times from t = 0.98 to 0.05, evenly spaced in λ (the grid DPM-Solver's analysis assumes)."""
+    lam = VPCosine().log_snr(torch.tensor([0.98, 0.05], dtype=F64))
+    return VPCosine().t_from_log_snr(torch.linspace(lam[0], lam[1], n, dtype=F64))
+
+
+def edm(n: int) -> torch.Tensor:
+    """n times from t = 0.98 to 0.05 on EDM's ρ = 7 grid."""
+    return edm_grid(VPCosine(), n, t0=0.98, t_min=0.05)[:-1]
+
+
+@pytest.mark.parametrize("ts", [lambda_uniform, edm])
+def test_dpmpp_2m_converges_at_second_order_to_the_exact_gaussian_flow(ts):
     """Halving the steps divides DPM-Solver++(2M)'s error by ≈ 4 (second order), DDIM's by ≈ 2 (first). The grid
     stops at t_min > 0: the last step to sigma = 0 is first order by design."""
-    def ts(n):
-        full = (solvers.lambda_grid(VPCosine(), n, t0=0.98, t_min=0.05) if grid == "lambda"
-                else edm_grid(VPCosine(), n, t0=0.98, t_min=0.05))
-        return full[:-1]                                  # (n,) times: n − 1 steps from 0.98 to 0.05
     errors = {name: [final_error(s, ts(n)) for n in (17, 33, 65, 129)]
               for name, s in (("dpm", dpmpp_2m), ("ddim", ddim))}
     dpm_order = [math.log2(a / b) for a, b in zip(errors["dpm"], errors["dpm"][1:])]
@@ -68,9 +76,7 @@ def test_edm_heun_converges_at_second_order_to_the_exact_gaussian_flow():
     """EDM's Heun on its ρ = 7 grid: halving the steps divides the error by ≈ 4, and at 64 steps it is over ten
     times closer than DDIM (its Euler half). The grid stops at t_min > 0, as above (the last step, to sigma = 0,
     is Euler)."""
-    def ts(n):
-        return edm_grid(VPCosine(), n, t0=0.98, t_min=0.05)[:-1]
-    errors = {name: [final_error(s, ts(n)) for n in (9, 17, 33, 65)]
+    errors = {name: [final_error(s, edm(n)) for n in (9, 17, 33, 65)]
               for name, s in (("heun", edm_heun), ("ddim", ddim))}
     order = [math.log2(a / b) for a, b in zip(errors["heun"], errors["heun"][1:])]
     assert all(1.85 < p < 2.3 for p in order[1:]), (errors, order)
@@ -90,42 +96,67 @@ def test_dpmpp_2m_first_step_is_ddim_and_the_last_lands_on_alpha_x0():
     torch.testing.assert_close(x_0, den(x_s, s.expand(8)).x0)
 
 
-def test_dpmpp_2m_matches_diffusers_dpm_solver_multistep():
-    """diffusers' DPMSolverMultistepScheduler (dpmsolver++, order 2, to sigma = 0) on the same cosine schedule and
-    timesteps, with a fixed linear ε-'model': the same states step by step. Its timestep k is our t = (k + 1) / T."""
-    from diffusers import DPMSolverMultistepScheduler
+COSINE = dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon",
+              final_sigmas_type="zero")
 
+
+def linear_eps_model(x, t):
+    """ε̂ = (0.5 + t) W x: linear in x, depends on t."""
+    return (0.5 + t[:, None]) * x @ torch.tensor([[0.6, -0.2], [0.1, 0.8]], dtype=F64).T
+
+
+def same_steps_as_diffusers(sampler, ref, steps=12):
+    """Run our sampler and diffusers' scheduler `ref` on the same cosine schedule and timesteps, with the fixed
+    linear ε-'model', and compare the states step by step. Their timestep k is our t = (k + 1) / T."""
     path = DiscreteVP.named("cosine", 1000)
-    ref = DPMSolverMultistepScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
-                                      algorithm_type="dpmsolver++", solver_order=2, prediction_type="epsilon",
-                                      lower_order_final=False, final_sigmas_type="zero")
     ref.alphas_cumprod = path.alpha_bar[1:].clone()       # our float64 ᾱ (the schedules agree to float32)
-    ref.set_timesteps(12)
+    ref.set_timesteps(steps)
     ts = torch.tensor([(k + 1) / 1000 for k in ref.timesteps.tolist()] + [0.0], dtype=F64)
-    weight = torch.tensor([[0.6, -0.2], [0.1, 0.8]], dtype=F64)
-
-    def model(x, t):                                      # ε̂ = (0.5 + t) W x: linear in x, depends on t
-        return (0.5 + t[:, None]) * x @ weight.T
     x = torch.randn(16, 2, generator=gen(2), dtype=F64)
-    ours = list(dpmpp_2m(denoiser(model, "eps", path), x, ts, path=path))
+    ours = list(sampler(denoiser(linear_eps_model, "eps", path), x, ts, path=path))
     theirs, y = [], x
     for k, t in zip(ref.timesteps, ts):
-        y = ref.step(model(y, t.expand(len(y))), k, y).prev_sample
+        y = ref.step(linear_eps_model(y, t.expand(len(y))), k, y).prev_sample
         theirs.append(y)
-    assert len(ours) == len(theirs) == 12
+    assert len(ours) == len(theirs) == steps
     for i, (a, b) in enumerate(zip(ours, theirs)):
         torch.testing.assert_close(a, b.to(F64), rtol=1e-5, atol=1e-5, msg=f"step {i}")
 
 
-def test_lambda_grid_is_uniform_in_lambda_and_refuses_repeats():
-    path = VPCosine()
-    ts = solvers.lambda_grid(path, 6, t0=0.9, t_min=0.1)
-    lam = path.log_snr(ts[:-1]) / 2
-    torch.testing.assert_close(lam.diff(), lam.diff()[:1].expand(5))
-    assert ts[0] == 0.9 and ts[-1] == 0 and math.isclose(float(ts[-2]), 0.1, rel_tol=1e-9)
-    with pytest.raises(Exception, match="too few levels"):
-        solvers.lambda_grid(DiscreteVP.named("cosine", 10), 30)
-    assert solvers.steps_for(solvers.SETTINGS["Heun (EDM), ρ = 7 from σ̄ = 80"][0], 10) == 5
+def test_dpmpp_2m_matches_diffusers_dpm_solver_multistep():
+    """diffusers' DPMSolverMultistepScheduler (dpmsolver++, order 2, to sigma = 0): the same states step by step."""
+    from diffusers import DPMSolverMultistepScheduler
+    same_steps_as_diffusers(dpmpp_2m, DPMSolverMultistepScheduler(**COSINE, algorithm_type="dpmsolver++",
+                                                                  solver_order=2, lower_order_final=False))
+
+
+def test_unipc_matches_diffusers_unipc_multistep():
+    """diffusers' UniPCMultistepScheduler (order 2, bh2, its last step first order): the same states step by step.
+    Its corrector moves the states far from DPM-Solver++(2M)'s on this model, so the match is not DPM-Solver's."""
+    from diffusers import UniPCMultistepScheduler
+    same_steps_as_diffusers(unipc, UniPCMultistepScheduler(**COSINE, solver_order=2, solver_type="bh2"))
+    path = DiscreteVP.named("cosine", 1000)
+    ts = torch.linspace(1, 0, 5, dtype=F64)
+    x = torch.randn(16, 2, generator=gen(2), dtype=F64)
+    den = denoiser(linear_eps_model, "eps", path)
+    assert (last(unipc(den, x, ts, path=path)) - last(dpmpp_2m(den, x, ts, path=path))).abs().max() > 0.1
+
+
+def test_unipc_converges_at_third_order_to_the_exact_gaussian_flow():
+    """UniC raises DPM-Solver++(2M)'s order by one at no extra call: halving the steps divides UniPC's error by ≈ 8
+    on the λ and EDM grids (to t_min > 0, as above), and at 128 steps it is over ten times closer."""
+    for grid in (lambda_uniform, edm):
+        errors = {name: [final_error(s, grid(n)) for n in (17, 33, 65, 129)]
+                  for name, s in (("unipc", unipc), ("dpm", dpmpp_2m))}
+        order = [math.log2(a / b) for a, b in zip(errors["unipc"], errors["unipc"][1:])]
+        assert all(2.8 < p < 3.3 for p in order), (errors, order)
+        assert errors["unipc"][-1] < errors["dpm"][-1] / 10
+
+
+def test_steps_for_spends_at_most_the_calls():
+    heun, ddim_ = solvers.SETTINGS["Heun (EDM), ρ = 7 from σ̄ = 80"][0], solvers.SETTINGS["DDIM, uniform t"][0]
+    assert [solvers.steps_for(heun, n) for n in (5, 10, 20, 50)] == [3, 5, 10, 25]    # 2n − 1 ≤ calls
+    assert [solvers.steps_for(ddim_, n) for n in (5, 10)] == [5, 10]
 
 
 def test_sigma_max_grid_starts_on_the_level_where_sigma_over_alpha_is_80():
