@@ -1,10 +1,10 @@
 """The sampler settings day 28 compares at equal network calls, and EDM's grid from σ_max.
 
 DDIM (Song et al. 2021) on a uniform grid is the baseline; DPM-Solver++(2M) (Lu et al. 2022, Alg. 2:
-common.samplers.dpmpp_2m) runs on the uniform grid and on EDM's ρ = 7 grid (Karras et al. 2022, Eq. 5); UniPC
-(Zhao et al. 2023: common.samplers.unipc, DPM-Solver++(2M) plus a corrector at no extra call) on the uniform grid;
-EDM's Heun (Alg. 1, in x / alpha against sigma / alpha: common.samplers.edm_heun) on the ρ = 7 grid from EDM's
-σ_max = 80. Heun makes two calls a step but one on its last, so its NFE is odd: 2n − 1 for n steps.
+common.samplers.dpmpp_2m) and UniPC (Zhao et al. 2023: common.samplers.unipc, DPM-Solver++(2M) plus a corrector
+at no extra call) on the same uniform grid; EDM's Heun (Alg. 1, in x / alpha against sigma / alpha:
+common.samplers.edm_heun) on EDM's ρ = 7 grid (Karras et al. 2022, Eq. 5) from EDM's σ_max = 80. Heun makes two
+calls a step but one on its last, so its NFE is odd: 2n − 1 for n steps.
 
 References: Lu et al. 2022 (DPM-Solver++, arXiv:2211.01095); Zhao et al. 2023 (UniPC, arXiv:2302.04867); Karras
 et al. 2022 (arXiv:2206.00364); Song, Meng & Ermon 2021 (arXiv:2010.02502).
@@ -36,7 +36,6 @@ def sigma_max_grid(path: AffinePath, n: int, s_max: float = 80.0) -> torch.Tenso
 SETTINGS = {
     "DDIM, uniform t": (ddim, uniform_grid),
     "DPM-Solver++(2M), uniform t": (dpmpp_2m, uniform_grid),
-    "DPM-Solver++(2M), ρ = 7": (dpmpp_2m, edm_grid),
     "UniPC, uniform t": (unipc, uniform_grid),
     "Heun (EDM), ρ = 7 from σ̄ = 80": (edm_heun, sigma_max_grid),
 }

@@ -4,9 +4,9 @@ Training (speed.py): day 6's recipe timed one technique at a time — naive atte
 channels_last, torch.compile, activation checkpointing, fused AdamW — then combined: images/s (median of timed
 windows after warm-up) and peak memory, each configuration in a process of its own. A short run of the baseline
 (fp32, no tricks) and one of the combined recipe, same seed and steps, checks that quality is unchanged (FID / floor
-with its bootstrap interval). Sampling (solvers.py): on day 6's model, DDIM against DPM-Solver++(2M) (uniform t,
-ρ = 7), UniPC (uniform t) and EDM's Heun (ρ = 7 from σ_max = 80) at equal network calls, from the same noises:
-FID / floor and confident share against calls and seconds.
+with its bootstrap interval). Sampling (solvers.py): on day 6's model, DDIM against DPM-Solver++(2M) and UniPC
+(uniform t) and EDM's Heun (ρ = 7 from σ_max = 80) at equal network calls, from the same noises: FID / floor
+and confident share against calls and seconds.
 
 References: Lu et al. 2022 (DPM-Solver++, arXiv:2211.01095); Zhao et al. 2023 (UniPC, arXiv:2302.04867); Karras
 et al. 2022 (EDM, arXiv:2206.00364); Chen et al. 2016 (gradient checkpointing, arXiv:1604.06174); Micikevicius et
@@ -53,7 +53,7 @@ class Config:
     lr: float = 2e-3                        # day 6's AdamW recipe: warm-up, cosine decay, EMA
     warmup: int = 6
     ema_decay: float = 0.99
-    quality_steps: int = 20                 # DDIM steps for the quality runs' samples
+    quality_steps: int = 10                 # DDIM steps for the quality runs' samples
     nfes: tuple[int, ...] = (5, 10, 20, 50) # network calls per sample of the sampler comparison
     aim_nfe: int = 10                       # the aim: the best sampler here within 1.3x of the best at max(nfes)
     n_samples: int = 1000                   # samples per setting, from the same noises (the leaderboard's n)
