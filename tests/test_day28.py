@@ -1,8 +1,8 @@
 """Day 28: DPM-Solver++(2M) (common.samplers.dpmpp_2m) and UniPC (common.samplers.unipc) against the exact ODE
 solution on a Gaussian target (second and third order, where DDIM is first) and against diffusers'
-DPMSolverMultistepScheduler and UniPCMultistepScheduler step by step; the λ grid; each speed
-technique leaves a fixed batch's loss (and AdamW's first step) unchanged within its tolerance; the smoke run through
-the command line; and the README tables of the committed metrics."""
+DPMSolverMultistepScheduler and UniPCMultistepScheduler step by step; EDM's grid from σ̄ = 80 and the calls a
+setting spends; each speed technique leaves a fixed batch's loss (and AdamW's first step) unchanged within its
+tolerance; the smoke run through the command line; and the README tables of the committed metrics."""
 
 import json
 import math
