@@ -22,6 +22,15 @@ def test_all_thirty_days_have_a_lesson_and_planned_days_have_no_code():
         assert ("Status: planned" in text) != implemented, folder
 
 
+def test_markdown_holds_no_control_characters():
+    r"""A backslash lost to a string escape (\f, \a, \b, \r, \t in "\frac", "\alpha", "\big", "\rho", "\tfrac") leaves
+    a control character where the LaTeX command was; Markdown files hold none but the newline."""
+    for path in sorted({*ROOT.glob("*.md"), *ROOT.glob("day*/**/*.md"), *ROOT.glob("docs/**/*.md")}):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            bad = re.search(r"[\x00-\x08\x0b-\x1f\x7f]", line)
+            assert bad is None, f"{path.relative_to(ROOT)}:{number}: control character {bad.group()!r}"
+
+
 def test_readme_table_is_generated_from_the_results():
     out = subprocess.run([sys.executable, "scripts/update_readme.py", "--check"], cwd=ROOT,
                          capture_output=True, text=True, timeout=HANG_TIMEOUT)
